@@ -1,0 +1,5 @@
+import sys
+
+from jmipose.cli import main
+
+sys.exit(main())

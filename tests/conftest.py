@@ -1,0 +1,63 @@
+"""Test-wide setup: Triton on the CPU interpreter when there is no GPU, hypothesis profiles, the
+``gpu`` marker, the path of the shared real data, and a guard that CI really runs the compiled
+backends instead of skipping them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Must happen before anything imports triton: the interpreter is chosen when kernels are decorated.
+try:
+    import torch
+
+    _HAS_CUDA = torch.cuda.is_available()
+except Exception:  # pragma: no cover - torch is required anyway
+    _HAS_CUDA = False
+if not _HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+settings.register_profile(
+    "default", deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "ci", deadline=None, print_blob=True, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    required = [b for b in os.environ.get("JMIPOSE_REQUIRE_BACKENDS", "").split(",") if b]
+    if required:
+        import jmipose
+
+        status = jmipose.ops.backends()
+        missing = {b: status[b].reason for b in required if not status[b].live}
+        if missing:
+            raise pytest.UsageError(f"JMIPOSE_REQUIRE_BACKENDS: backends not live: {missing} "
+                                    f"(jmipose imported from {jmipose.__file__})")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _HAS_CUDA:
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device (marker gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real test files in ../shared/data (present beside every checkout and in CI)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the shared test data folder {SHARED_DATA} is missing")
+    return SHARED_DATA
