@@ -9,6 +9,8 @@ from jmipose.data.transforms import AugmentConfig
 from jmipose.data.window import DEFAULT_WINDOW, normalize_window
 
 SPLITS = ("train", "val", "test")
+# DataConfig fields whose dataset argument has another name.
+_DATASET_ARGUMENT = {"image_size": "input_size"}
 
 
 def _pair(name: str, value) -> tuple[int, int]:
@@ -57,6 +59,7 @@ class DataConfig:
     check_files: bool = True
     skip_bad: bool = False
     seed: int = 0
+    frame_cache_size: int | None = None
 
     def __post_init__(self) -> None:
         self.window = normalize_window(self.window)
@@ -122,30 +125,9 @@ def build_dataset(config: DataConfig, split: str, **overrides):
     from jmipose.data.posetrack import PoseTrackVideoDataset
 
     _check_split(split)
-    kwargs = dict(
-        root=config.root,
-        annotations=config.annotations_for(split),
-        split=split,
-        version=config.version,
-        boxes=config.boxes_for(split),
-        window=config.window,
-        image_root=config.image_root,
-        input_size=config.image_size,
-        heatmap_size=config.heatmap_size,
-        sigma=config.sigma,
-        unbiased_targets=config.unbiased_targets,
-        box_enlarge=config.box_enlarge,
-        use_joint_weights=config.use_joint_weights,
-        augment=config.augment,
-        box_score_threshold=config.box_score_threshold,
-        gt_box_source=config.gt_box_source,
-        labeled_only=config.labeled_only,
-        clip_boxes=config.clip_boxes,
-        keypoint_margin=config.keypoint_margin,
-        frame_numbering=config.frame_numbering,
-        check_files=config.check_files,
-        skip_bad=config.skip_bad,
-        seed=config.seed,
-    )
+    per_split = {f"{name}_{kind}" for name in SPLITS for kind in ("annotations", "boxes")}
+    kwargs = {_DATASET_ARGUMENT.get(f.name, f.name): getattr(config, f.name)
+              for f in dataclasses.fields(config) if f.name not in per_split}
+    kwargs.update(annotations=config.annotations_for(split), boxes=config.boxes_for(split), split=split)
     kwargs.update(overrides)
     return PoseTrackVideoDataset(**kwargs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import operator
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,9 @@ class PoseTrackVideoDataset(torch.utils.data.Dataset):
         check_files: list every sequence folder when building, so missing frames are found up front.
         skip_bad: log and skip bad entries (a person, a frame, a file) instead of raising ``DataError``.
         seed: base seed of the per-sample augmentation generators.
+        frame_cache_size: decoded frames kept per dataset copy (each DataLoader worker has its own),
+            so that the people of one frame, which come one after the other in evaluation, decode
+            their window once; ``None`` keeps one window (``len(window) + 1`` frames), 0 disables.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class PoseTrackVideoDataset(torch.utils.data.Dataset):
         check_files: bool = True,
         skip_bad: bool = False,
         seed: int = 0,
+        frame_cache_size: int | None = None,
     ):
         version = str(version)
         if version not in VERSIONS:
@@ -138,6 +143,10 @@ class PoseTrackVideoDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self._policy = BadDataPolicy(skip_bad)
+        self.frame_cache_size = len(self.window) + 1 if frame_cache_size is None else int(frame_cache_size)
+        if self.frame_cache_size < 0:
+            raise ValueError(f"frame_cache_size must be >= 0 or None, got {frame_cache_size!r}")
+        self._frame_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.annotation_files = resolve_annotation_files(self.root, annotations, split)
         boxes_file = None
         if boxes is not None:
@@ -200,13 +209,31 @@ class PoseTrackVideoDataset(torch.utils.data.Dataset):
             f"every one of the {len(self)} samples failed to load; first error: {self.skipped[0]}"
         )
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_frame_cache"] = OrderedDict()  # decoded frames stay in the process that decoded them
+        return state
+
+    def _read_frame(self, path: str) -> np.ndarray:
+        cache = self._frame_cache
+        if path in cache:
+            cache.move_to_end(path)
+            return cache[path]
+        image = read_image_rgb(path)
+        image.flags.writeable = False  # shared by every sample that uses the frame
+        if self.frame_cache_size:
+            cache[path] = image
+            while len(cache) > self.frame_cache_size:
+                cache.popitem(last=False)
+        return image
+
     def _read_window(self, sample: Sample) -> list[np.ndarray]:
-        cache: dict[str, np.ndarray] = {}
+        decoded: dict[str, np.ndarray] = {}
         images = []
         for path in sample.frame_paths:
-            if path not in cache:
-                cache[path] = read_image_rgb(path)
-            images.append(cache[path])
+            if path not in decoded:  # a clamped window names a frame more than once
+                decoded[path] = self._read_frame(path)
+            images.append(decoded[path])
         key = images[self.key_index]
         frame = self.frames[sample.image_id]
         if frame.width is not None and (key.shape[1], key.shape[0]) != (frame.width, frame.height):

@@ -54,6 +54,7 @@ class FrameInfo:
     ignore_regions: list[np.ndarray] = field(default_factory=list)   # [K, 2] float32 polygons
     mask_file: str | None = None
     vid_id: str | None = None
+    frame_id: int | None = None    # PoseTrack18's frame_id (equal to the image id there)
     source: str = ""               # the annotation file
     where: str = ""                # e.g. "images[0]"
 
@@ -271,6 +272,9 @@ def _parse_coco_image(image, file, where) -> FrameInfo:
         size.append(value)
     mask_file = _get(image, "mask_file", file, where, None)
     vid_id = _get(image, "vid_id", file, where, None)
+    frame_id = _get(image, "frame_id", file, where, None)
+    if frame_id is not None:
+        frame_id = _as_int(frame_id, file, f"{where}.frame_id")
     return FrameInfo(
         image_id=image_id,
         file_name=file_name.replace("\\", "/"),
@@ -286,6 +290,7 @@ def _parse_coco_image(image, file, where) -> FrameInfo:
         ignore_regions=_ignore_regions_coco(image, file, where),
         mask_file=mask_file if isinstance(mask_file, str) else None,
         vid_id=None if vid_id is None else str(vid_id),
+        frame_id=frame_id,
         source=str(file),
         where=where,
     )

@@ -136,6 +136,7 @@ class PoseTrackIndex:
         self.frames: dict[int, FrameInfo] = {}
         self.people: dict[int, list[PersonAnnotation]] = {}
         self.sequences: dict[str, SequenceFiles] = {}
+        self._fallback_ids = 0
         self._load_annotations()
         self._scan_sequences()
         self._validate_people()
@@ -150,8 +151,9 @@ class PoseTrackIndex:
                         logger.warning("%s is a PoseTrack17 annolist file but version=%r", file, self.version)
                     # Ids for frames whose folder name carries no video number: unique past any real id.
                     frames, people = parse_annolist(
-                        data, file, self._policy, first_fallback_id=10**11 + len(self.frames)
+                        data, file, self._policy, first_fallback_id=10**11 + self._fallback_ids
                     )
+                    self._fallback_ids += len(data["annolist"]) if isinstance(data["annolist"], list) else 0
                 elif isinstance(data, dict) and "images" in data:
                     frames, people = parse_coco_style(data, file, self._policy)
                 else:

@@ -295,3 +295,12 @@ def test_zero_size_box_of_a_one_joint_person_is_not_bad_data(tmp_path):
     ds = build(tmp_path)
     assert [s.track_id for s in ds.samples] == [1] and not ds.skipped
     assert ds.people[ds.samples[0].image_id][0].bbox is None
+
+
+def test_without_the_disk_listing_missing_frames_fail_at_load(tmp_path):
+    write_pt18(tmp_path, nframes=6, labelled=(0, 3))
+    (tmp_path / "images/val/000100_test/000004.jpg").unlink()
+    ds = build(tmp_path, check_files=False)
+    assert len(ds) == 2 and ds[0]["frames"].shape[0] == 5
+    with pytest.raises(DataError, match=r"000004\.jpg: missing frame file"):
+        ds[1]

@@ -232,3 +232,25 @@ def test_data_config_round_trip_and_build(tmp_path):
         build_dataset(config, "dev")
     with pytest.raises(FileNotFoundError, match="no annotations given"):
         build_dataset(config, "test")
+
+
+def test_every_config_field_reaches_the_dataset(tmp_path):
+    write_pt18(tmp_path, nframes=3, labelled=(1,))
+    config = DataConfig(root=str(tmp_path), image_size=(48, 64), sigma=2.0, box_enlarge=1.5, seed=9,
+                        frame_cache_size=0, use_joint_weights=False, unbiased_targets=True)
+    ds = build_dataset(config, "val")
+    assert (ds.sigma, ds.box_enlarge, ds.seed, ds.frame_cache_size) == (2.0, 1.5, 9, 0)
+    assert not ds.use_joint_weights and ds.unbiased_targets and ds.input_size == (48, 64)
+    ds[0]
+    assert len(ds._frame_cache) == 0
+    cached = build_dataset(DataConfig(root=str(tmp_path), image_size=(48, 64)), "val")
+    cached[0]
+    assert len(cached._frame_cache) == 3   # frames 0, 1 and 2 of the window of frame 1
+
+
+def test_frames_under_a_separate_image_root(tmp_path):
+    write_pt18(tmp_path / "frames", nframes=3, labelled=(1,))
+    (tmp_path / "frames/annotations").rename(tmp_path / "annotations")
+    ds = PoseTrackVideoDataset(tmp_path, "annotations/val", "val", image_root=tmp_path / "frames", **SMALL)
+    assert ds.samples[0].frame_paths[2] == str(tmp_path / "frames/images/val/000100_test/000001.jpg")
+    assert ds[0]["frames"].shape == (5, 3, 64, 48)

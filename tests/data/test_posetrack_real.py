@@ -33,6 +33,7 @@ def test_parse_frames_people_and_sequences(val_gt):
     assert (frame.sequence, frame.frame_number, frame.nframes, frame.width, frame.height) == \
         ("009473_mpii_test", 0, 101, 1920, 1080)
     assert frame.is_labeled and frame.mask_file == "mask/val/009473_mpii_test/000000.jpg"
+    assert (frame.vid_id, frame.frame_id) == ("009473", 10094730000)
     files = val_gt.sequences["images/val/012834_mpii_test"]
     assert (files.first, files.last, files.width) == (0, 139, 6)
 
