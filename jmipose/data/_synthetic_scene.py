@@ -118,12 +118,15 @@ def _layout_extras(rng, width, height, frames, horizon):
 def _schedule(rng, frames, hard_fraction):
     """Hard events of 1-2 frames, each followed by >= 2 clean frames; mild blur on some clean ones."""
     events, t = [], int(rng.integers(0, 3))
-    mean_length = 1.35
+    # With the shortest gap (2) the hard share is (1 + p2) / (3 + p2) for a share p2 of two-frame
+    # events: above about 0.4 more events last two frames instead of the gaps shrinking.
+    two_frame = float(np.clip((3 * hard_fraction - 1) / max(1 - hard_fraction, 1e-6), 0.35, 1.0))
+    mean_length = 1 + two_frame
     mean_gap = max(2.0, mean_length * (1 - hard_fraction) / max(hard_fraction, 1e-6))
     gap_p = 1.0 / (mean_gap - 1.0)       # gap = 2 + geometric(gap_p) - 1 has mean mean_gap
     clean = np.ones(frames, bool)
     while hard_fraction > 0 and t < frames:
-        length = 1 if rng.random() < 0.65 else 2
+        length = 2 if rng.random() < two_frame else 1
         kind = EVENT_KINDS[int(rng.choice(len(EVENT_KINDS), p=EVENT_PROBS))]
         events.append(Event(t, min(length, frames - t), kind, float(rng.uniform(0.55, 1.0))))
         clean[t:t + length] = False
