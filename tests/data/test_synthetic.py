@@ -368,6 +368,28 @@ def test_degradation_events_are_short_with_clean_neighbours(dataset):
                     assert sum(strong[t - 2:t + 3]) <= 2, (data["images"][t]["id"], strong[t - 2:t + 3])
 
 
+def test_blur_kernels_move_light_as_described():
+    """A point blurred by the shake kernel is smeared along a path that starts at the point (the
+    labelled instant) and whose centroid is the returned offset; defocus keeps the centroid."""
+    from jmipose.data import _synthetic_render as render
+
+    rng = np.random.default_rng(4)
+    for length in (12.0, 40.0):
+        image = np.zeros((161, 161), np.float32)
+        image[80, 80] = 1000.0
+        kernel, offset = render.shake_kernel(rng, length)
+        out = render.apply_kernel(image, kernel)
+        ys, xs = np.mgrid[0:161, 0:161]
+        centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+        np.testing.assert_allclose(centroid, [80 + offset[0], 80 + offset[1]], atol=0.05)
+        assert out[79:82, 79:82].sum() > 0                        # the streak starts at the point
+        extent = np.ptp(np.argwhere(out > 1e-3), axis=0).max()
+        assert 0.4 * length <= extent <= length + 2
+        defocused = render.apply_kernel(image, render.defocus_kernel(length / 4))
+        centroid = np.array([(defocused * xs).sum(), (defocused * ys).sum()]) / defocused.sum()
+        np.testing.assert_allclose(centroid, [80, 80], atol=1e-3)
+
+
 def _sharpness(image, boxes):
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float64)
     lap = cv2.Laplacian(gray, cv2.CV_64F)
