@@ -133,8 +133,10 @@ def _schedule(rng, frames, hard_fraction):
         t += length + 1 + int(rng.geometric(min(gap_p, 1.0)))
     for t in np.flatnonzero(clean):
         if rng.random() < 0.12:
+            # Mild shake stays under a few pixels: its streak end is as ambiguous as a strong one's.
             kind = ("motion_blur", "defocus")[int(rng.integers(2))]
-            events.append(Event(int(t), 1, kind, float(rng.uniform(0.05, 0.2))))
+            events.append(Event(int(t), 1, kind, float(rng.uniform(0.03, 0.1) if kind == "motion_blur"
+                                                        else rng.uniform(0.05, 0.2))))
     return sorted(events, key=lambda e: e.start)
 
 

@@ -13,12 +13,14 @@ evaluator read like the real one::
 
 Each video has 1-4 articulated people (17 PoseTrack18 joints, human limb proportions and joint
 limits) walking, waving, jumping and turning in front of a textured background. Short degradation
-events (camera-shake motion blur, defocus, objects passing in front of a joint region) hit one or
-two frames at a time while the frames around them stay clean; people also overlap and leave the
-frame edge. Occluded joints keep their coordinates with visibility 0 and joints outside the image
-are unlabelled (0, 0, 0), as in PoseTrack. A frame is ``hard`` when a degradation of strength >= 0.5
-applies to it; by default about 40 % of frames are. Output is byte-identical for the same arguments
-whatever the number of worker processes.
+events hit one or two frames at a time while the frames around them stay clean: camera shake
+(motion blur; the labels refer to the instant the shutter opens, so the joints lie at one end of
+the streak and the frame alone cannot tell which), defocus, and objects passing in front of a joint
+region; people also overlap and leave the frame edge. Occluded joints keep their coordinates with
+visibility 0 and joints outside the image are unlabelled (0, 0, 0), as in PoseTrack. A frame is
+``hard`` when a degradation of strength >= 0.5 applies to it (truncation excepted); by default about
+40 % of frames are. Output is byte-identical for the same arguments whatever the number of worker
+processes (on one machine: OpenCV's SIMD paths and numpy's generators may differ across builds).
 """
 
 from __future__ import annotations
