@@ -44,7 +44,8 @@ from jmipose.data._synthetic_scene import HARD_THRESHOLD, HARD_TYPES, plan_scene
 __all__ = ["make_synthetic_posetrack", "synthetic_video", "render_contact_sheet", "hard_image_ids",
            "write_frame_subset", "SyntheticPoseTrack", "SyntheticSplit", "SyntheticVideo", "CATEGORY"]
 
-FORMAT_VERSION = 1
+# Bumped whenever the generator's output changes, so a dataset cached by an older version is rebuilt.
+FORMAT_VERSION = 2
 SPLITS = ("train", "val")
 _SPLIT_BASE = {"train": 100000, "val": 200000}     # video ids: train 100000.., val 200000..
 CATEGORY = {
@@ -198,7 +199,7 @@ def _render_video(job):
         frame.image = None        # keep only the annotations in memory
         records.append(frame)
     tracks = {str(p.track_id): {"height": _r(p.motion.height), "actions": list(p.motion.actions)}
-              for p in scene.people}
+              for p in sorted(scene.people, key=lambda p: p.track_id)}
     seq_json = _sequence_json(split, seq, vid_id, frames, size, scene.ignore_regions, records, label_every)
     return seq, seq_json, detections, labels, {"vid_id": vid_id, "tracks": tracks,
                                                "ignore_regions": len(scene.ignore_regions)}
@@ -219,8 +220,11 @@ def _prepare_out_dir(root, arguments, overwrite):
     marker = root / "synthetic.json"
     if marker.is_file():
         existing = json.loads(marker.read_text())
-        if existing.get("arguments") == arguments and existing.get("version") == FORMAT_VERSION and not overwrite:
+        stale = existing.get("version") != FORMAT_VERSION        # ours, by an older generator: rebuild
+        if existing.get("arguments") == arguments and not stale and not overwrite:
             return existing
+        if existing.get("arguments") == arguments and stale:
+            overwrite = True
         if not overwrite:
             raise FileExistsError(f"out_dir {root} holds a synthetic dataset made with other arguments "
                                   f"({existing.get('arguments')}); pass overwrite=True to replace it")

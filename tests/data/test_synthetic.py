@@ -194,7 +194,13 @@ def test_out_dir_protection(tmp_path):
     with pytest.raises(FileExistsError, match="overwrite=True"):
         make_synthetic_posetrack(tmp_path / "d", seed=2, **args)
     make_synthetic_posetrack(tmp_path / "d", seed=2, overwrite=True, **args)
-    assert json.loads((tmp_path / "d" / "synthetic.json").read_text())["arguments"]["seed"] == 2
+    marker = tmp_path / "d" / "synthetic.json"
+    record = json.loads(marker.read_text())
+    assert record["arguments"]["seed"] == 2
+    # A dataset cached by an older generator version is rebuilt, not reused.
+    marker.write_text(json.dumps({**record, "version": record["version"] - 1}))
+    assert make_synthetic_posetrack(tmp_path / "d", seed=2, **args).seconds > 0
+    assert json.loads(marker.read_text())["version"] == record["version"]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     for overwrite in (False, True):
