@@ -229,7 +229,8 @@ def _wave(rng, frames):
             continue
         period = rng.uniform(6, 11)
         phase = rng.uniform(0, 2 * np.pi)
-        angles["shoulder_abduction"][:, s] = rng.uniform(115, 160) + 8 * np.sin(2 * np.pi * t / period + phase)
+        raised = rng.uniform(115, 160)
+        angles["shoulder_abduction"][:, s] = raised + 8 * np.sin(2 * np.pi * t / period + phase)
         angles["shoulder_flexion"][:, s] = rng.uniform(5, 40)
         angles["elbow_flexion"][:, s] = 50 + 35 * np.sin(2 * np.pi * t / period + phase + 1.2)
     return angles, x, lift
@@ -310,7 +311,7 @@ def simulate_person(rng: np.random.Generator, frames: int, height: float, lane_c
     lift = blend(programs[0][2], programs[-1][2])
     joints, hands, toes = forward_kinematics(angles, height)
     # Stand on the ground: the lowest sole touches ground_y, minus the jump height.
-    sole = np.maximum(np.max(joints[:, 15:17, 1], 1), np.max(toes[:, :, 1], 1)) + SEGMENTS["ankle_height"] * height
+    sole = np.maximum(joints[:, 15:17, 1].max(1), toes[:, :, 1].max(1)) + SEGMENTS["ankle_height"] * height
     offset = np.stack([x, ground_y - sole - lift, np.zeros(frames)], -1)[:, None, :]
     return PersonMotion(height=float(height), joints=joints + offset, hands=hands + offset,
                         toes=toes + offset, angles=angles, actions=tuple(actions), yaw=angles["yaw"])

@@ -16,7 +16,8 @@ import numpy as np
 from jmipose.data._synthetic_motion import SEGMENTS, PersonMotion
 
 # Body parts; a label map pixel is 1 + slot * PARTS_PER_PERSON + part, occluders are 200 + k.
-TORSO, NECK, HEAD, L_UPPER_ARM, L_FOREARM, R_UPPER_ARM, R_FOREARM, L_THIGH, L_SHIN, R_THIGH, R_SHIN = range(11)
+(TORSO, NECK, HEAD, L_UPPER_ARM, L_FOREARM, R_UPPER_ARM, R_FOREARM,
+ L_THIGH, L_SHIN, R_THIGH, R_SHIN) = range(11)
 PARTS_PER_PERSON = 16
 MAX_SLOTS = 12
 OCCLUDER_LABEL = 200
@@ -176,14 +177,16 @@ def _draw_head(canvas, labels, label, j, height, yaw_deg, look: Appearance):
     right = np.array([-down[1], down[0]])
     face_centre = centre + 0.18 * semi_major * down + 0.35 * semi_minor * np.sin(np.radians(yaw_deg)) * right
     face_axes = (int(0.78 * semi_minor * ONE), int(0.75 * semi_major * ONE))
-    cv2.ellipse(canvas, tuple(_fixed(face_centre)), face_axes, angle, 0, 360, look.skin, -1, cv2.LINE_AA, SHIFT)
+    cv2.ellipse(canvas, tuple(_fixed(face_centre)), face_axes, angle, 0, 360, look.skin, -1,
+                cv2.LINE_AA, SHIFT)
     nose = j[0, :2]
     eye_gap = 0.16 * SEGMENTS["head"] * height * np.cos(np.radians(yaw_deg))
     for sign in (-1, 1):
         eye = nose - 0.14 * length * down + sign * eye_gap * right
         cv2.circle(canvas, tuple(_fixed(eye)), int(0.012 * height * ONE) + ONE // 2, (25, 25, 25), -1,
                    cv2.LINE_AA, SHIFT)
-    cv2.circle(canvas, tuple(_fixed(nose)), int(0.016 * height * ONE) + ONE, (40, 40, 175), -1, cv2.LINE_AA, SHIFT)
+    nose_radius = int(0.016 * height * ONE) + ONE
+    cv2.circle(canvas, tuple(_fixed(nose)), nose_radius, (40, 40, 175), -1, cv2.LINE_AA, SHIFT)
     cv2.ellipse(labels, c, (ax[0] + ONE, ax[1] + ONE), angle, 0, 360, label, -1, cv2.LINE_8, SHIFT)
 
 
@@ -218,14 +221,15 @@ def draw_person(canvas: np.ndarray, labels: np.ndarray, motion: PersonMotion, t:
         thigh, shin = (L_THIGH, L_SHIN) if side == 0 else (R_THIGH, R_SHIN)
         h, k, a = j[11 + side], j[13 + side], j[15 + side]
         f = shade((h[2] + a[2]) / 2)
-        _limb(canvas, labels, base + shin, toes[side], a, 0.045 * height, _shade(look.shoe, f), look.outline, None)
+        shoe = _shade(look.shoe, f)
+        _limb(canvas, labels, base + shin, toes[side], a, 0.045 * height, shoe, look.outline, None)
         for part, p0, p1 in ((thigh, h, k), (shin, k, a)):
             colour = _shade(look.limb[part], f)
             _limb(canvas, labels, base + part, p0, p1, LIMB_WIDTH[part] * height, colour, look.outline,
                   _shade(colour, 0.6))
 
     def torso():
-        _draw_torso(canvas, labels, base + TORSO, j, height, look, shade(float(np.mean(j[[5, 6, 11, 12], 2]))))
+        _draw_torso(canvas, labels, base + TORSO, j, height, look, shade(torso_z))
 
     def head():
         neck_base = (j[5] + j[6]) / 2
@@ -305,7 +309,8 @@ def shake_kernel(rng: np.random.Generator, length: float) -> tuple[np.ndarray, n
     of the image, i.e. where the smeared picture sits relative to the labels)."""
     samples = 128
     tau = (np.arange(samples) + 0.5) / samples
-    log_speed = sum(rng.uniform(0.5, 1.2) * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * tau + rng.uniform(0, 2 * np.pi))
+    log_speed = sum(rng.uniform(0.5, 1.2)
+                    * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * tau + rng.uniform(0, 2 * np.pi))
                     for _ in range(3))
     speed = np.exp(log_speed)
     heading = rng.uniform(0, 2 * np.pi) + rng.uniform(-2.0, 2.0) * (tau - 0.5)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jmipose.data import _synthetic_render as render
-from jmipose.data._synthetic_motion import LABELLED_JOINTS, NUM_JOINTS, SEGMENTS, PersonMotion, simulate_person
+from jmipose.data._synthetic_motion import (
+    LABELLED_JOINTS, NUM_JOINTS, SEGMENTS, PersonMotion, simulate_person,
+)
 
 HARD_THRESHOLD = 0.5          # a frame is hard when some degradation has at least this strength
 # Truncation is recorded but never makes a frame hard: joints outside the frame are unlabelled.
@@ -164,7 +166,8 @@ def _occluder_polygon(rng, points, body, width, height):
     across = np.array([along[1], -along[0]])
     half_width = np.abs((points - centre) @ across).max() + margin
     reach = float(np.hypot(width, height))
-    corners = [centre + s1 * half_width * across + s2 * reach * along for s1, s2 in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    corners = [centre + s1 * half_width * across + s2 * reach * along
+               for s1, s2 in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
     return "bar", np.array(corners)
 
 
@@ -177,8 +180,9 @@ def plan_scene(rng: np.random.Generator, width: int, height: int, frames: int, p
     persons = _layout_people(people_rng, width, height, frames, count, horizon)
     extras, regions = _layout_extras(people_rng, width, height, frames, horizon)
     events = _schedule(schedule_rng, frames, hard_fraction)
-    scene = Scene(width, height, frames, background, texture, persons, extras, regions, events, seed=noise_seed,
-                  noise=render.make_noise_field(background_rng, width, height, SENSOR_NOISE))
+    noise = render.make_noise_field(background_rng, width, height, SENSOR_NOISE)
+    scene = Scene(width, height, frames, background, texture, persons, extras, regions, events,
+                  seed=noise_seed, noise=noise)
     mean_body = float(np.mean([p.motion.height for p in persons]))
     for event in events:
         for t in range(event.start, event.start + event.length):
@@ -239,11 +243,12 @@ def _annotate(scene, t, labels, person, slot, slot_track):
         if owner != "background":
             hidden_by.setdefault((owner, index), []).append(j)
     records = []
-    others = {slot_track[i]: js for (o, i), js in hidden_by.items() if o == "person" and i != slot and i in slot_track}
+    others = {slot_track[i]: js for (owner, i), js in hidden_by.items()
+              if owner == "person" and i != slot and i in slot_track}
     hidden_by_others = sorted(j for js in others.values() for j in js)
     if hidden_by_others:
-        records.append({"type": "overlap", "strength": min(1.0, len(hidden_by_others) / 8), "track_id": person.track_id,
-                        "by": sorted(others), "hidden": hidden_by_others})
+        records.append({"type": "overlap", "strength": min(1.0, len(hidden_by_others) / 8),
+                        "track_id": person.track_id, "by": sorted(others), "hidden": hidden_by_others})
     if outside:
         records.append({"type": "truncation", "strength": min(1.0, len(outside) / 8),
                         "track_id": person.track_id, "outside": outside})

@@ -40,6 +40,7 @@ import numpy as np
 
 from jmipose.data._synthetic_motion import JOINT_NAMES, SKELETON
 from jmipose.data._synthetic_scene import HARD_THRESHOLD, HARD_TYPES, plan_scene, render_frame
+from jmipose.data._synthetic_sheet import render_contact_sheet
 
 __all__ = ["make_synthetic_posetrack", "synthetic_video", "render_contact_sheet", "hard_image_ids",
            "write_frame_subset", "SyntheticPoseTrack", "SyntheticSplit", "SyntheticVideo", "CATEGORY"]
@@ -132,9 +133,10 @@ def _sequence_json(split, seq, vid_id, frames, size, regions, records, label_eve
         image_id = 10000000000 + int(vid_id) * 10000 + t
         labelled = t % label_every == 0
         images.append({
-            "has_no_densepose": True, "is_labeled": labelled, "file_name": f"images/{split}/{seq}/{t:06d}.jpg",
-            "nframes": frames, "frame_id": image_id, "vid_id": vid_id, "ignore_regions_y": regions_y,
-            "ignore_regions_x": regions_x, "id": image_id, "width": width, "height": height,
+            "has_no_densepose": True, "is_labeled": labelled,
+            "file_name": f"images/{split}/{seq}/{t:06d}.jpg", "nframes": frames, "frame_id": image_id,
+            "vid_id": vid_id, "ignore_regions_y": regions_y, "ignore_regions_x": regions_x, "id": image_id,
+            "width": width, "height": height,
             "mask_file": f"mask/{split}/{seq}/{t:06d}.jpg",
         })
         if not labelled:
@@ -267,7 +269,9 @@ def make_synthetic_posetrack(out_dir, n_videos: int = 12, frames: int = 40, size
     PoseTrack's validation set); workers: processes (default: the CPU count, capped by the number
     of videos). An existing dataset made with the same arguments is reused as it is."""
     n_videos = _check_int("n_videos", n_videos, 1, 99999)
-    val_videos = max(1, n_videos // 3) if val_videos is None else _check_int("val_videos", val_videos, 1, 99999)
+    if val_videos is None:
+        val_videos = max(1, n_videos // 3)
+    val_videos = _check_int("val_videos", val_videos, 1, 99999)
     frames = _check_int("frames", frames, 1, 9999)
     width, height = _check_size(size)
     seed = _check_int("seed", seed, 0)
@@ -301,25 +305,28 @@ def make_synthetic_posetrack(out_dir, n_videos: int = 12, frames: int = 40, size
     record = {"generator": "jmipose.data.synthetic", "version": FORMAT_VERSION, "arguments": arguments,
               "splits": {}}
     for split in SPLITS:
-        split_results = [r for job, r in zip(jobs, results) if job[1] == split]
-        (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
-        detections, labels, sequences = [], {}, {}
-        for seq, seq_json, seq_detections, seq_labels, seq_info in split_results:
-            _dump(root / "annotations" / split / f"{seq}.json", seq_json)
-            detections += seq_detections
-            labels.update(seq_labels)
-            sequences[seq] = seq_info
-        _dump(root / "annotations" / f"{split}_human_detections.json", detections)
-        _dump(root / "annotations" / f"{split}_degradations.json",
-              {"version": FORMAT_VERSION, "split": split, "hard_threshold": HARD_THRESHOLD,
-               "hard_types": list(HARD_TYPES),
-               "sequences": sequences, "images": labels})
-        labelled = [v for v in labels.values() if v["is_labeled"]]
-        record["splits"][split] = {
-            "sequences": list(sequences), "frames": len(labels), "labelled_frames": len(labelled),
-            "hard_frames": sum(v["hard"] for v in labelled)}
-    _dump(root / "synthetic.json", record, indent=2)
+        videos = [result for job, result in zip(jobs, results) if job[1] == split]
+        record["splits"][split] = _write_split(root, split, videos)
+    _dump(root / "synthetic.json", record, indent=2)       # last: it marks the dataset complete
     return _summary(root, record, time.perf_counter() - start)
+
+
+def _write_split(root, split, results):
+    """The split's JSON files from its videos' pieces; returns its counts for synthetic.json."""
+    (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
+    detections, labels, sequences = [], {}, {}
+    for seq, seq_json, seq_detections, seq_labels, seq_info in results:
+        _dump(root / "annotations" / split / f"{seq}.json", seq_json)
+        detections += seq_detections
+        labels.update(seq_labels)
+        sequences[seq] = seq_info
+    _dump(root / "annotations" / f"{split}_human_detections.json", detections)
+    _dump(root / "annotations" / f"{split}_degradations.json",
+          {"version": FORMAT_VERSION, "split": split, "hard_threshold": HARD_THRESHOLD,
+           "hard_types": list(HARD_TYPES), "sequences": sequences, "images": labels})
+    labelled = [v for v in labels.values() if v["is_labeled"]]
+    return {"sequences": list(sequences), "frames": len(labels), "labelled_frames": len(labelled),
+            "hard_frames": sum(v["hard"] for v in labelled)}
 
 
 def hard_image_ids(dataset_dir, split: str, hard: bool = True) -> set:
@@ -376,107 +383,3 @@ def synthetic_video(path, frames: int = 30, size=(384, 288), seed: int = 0, *, p
     finally:
         writer.release()
     return SyntheticVideo(path, float(fps), (width, height), all_people, hard)
-
-
-# ----------------------------------------------------------------------------- contact sheet
-
-def _draw_skeleton(image, annotations, scale):
-    for ann in annotations:
-        kp = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
-        labelled = (kp[:, 0] != 0) | (kp[:, 1] != 0) | (kp[:, 2] != 0)
-        for a, b in SKELETON:
-            if labelled[a - 1] and labelled[b - 1]:
-                p, q = tuple(np.round(kp[a - 1, :2] * scale).astype(int)), tuple(np.round(kp[b - 1, :2] * scale).astype(int))
-                cv2.line(image, p, q, (0, 0, 0), 2, cv2.LINE_AA)
-                cv2.line(image, p, q, (255, 255, 255), 1, cv2.LINE_AA)
-        for j in np.flatnonzero(labelled):
-            centre = tuple(np.round(kp[j, :2] * scale).astype(int))
-            if kp[j, 2] > 0:
-                cv2.circle(image, centre, 3, (0, 0, 0), -1, cv2.LINE_AA)
-                cv2.circle(image, centre, 2, (60, 255, 60), -1, cv2.LINE_AA)
-            else:          # occluded: coordinates kept, visibility 0
-                cv2.circle(image, centre, 4, (0, 0, 0), 2, cv2.LINE_AA)
-                cv2.circle(image, centre, 4, (40, 40, 255), 1, cv2.LINE_AA)
-
-
-def _tile(root, image_info, annotations, label, tile_width):
-    image = cv2.imread(str(root / image_info["file_name"]))
-    if image is None:
-        raise FileNotFoundError(f"cannot read frame {root / image_info['file_name']}")
-    scale = tile_width / image.shape[1]
-    image = cv2.resize(image, (tile_width, int(round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-    _draw_skeleton(image, annotations, scale)
-    for record in label["degradations"]:
-        if record["type"] == "occluder":
-            poly = np.round(np.asarray(record["polygon"]) * scale).astype(np.int32)
-            cv2.polylines(image, [poly], True, (255, 255, 255), 1, cv2.LINE_AA)
-    return image
-
-
-def _caption(image, text, hard):
-    bar = np.full((22, image.shape[1], 3), (40, 40, 200) if hard else (60, 60, 60), np.uint8)
-    cv2.putText(bar, text, (5, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    return np.concatenate([bar, image], 0)
-
-
-def render_contact_sheet(dataset_dir, out_png, split: str = "val", *, rows: int = 4,
-                         tile_width: int = 320) -> Path:
-    """A PNG grid: each row is a window t-2 .. t+2 around a hard frame (one row per degradation
-    kind found), the last row clean frames; ground-truth skeletons drawn (filled dots visible,
-    red rings occluded), occluder outlines in white, captions name the degradations."""
-    root = Path(dataset_dir)
-    rows = _check_int("rows", rows, 2, 12)
-    tile_width = _check_int("tile_width", tile_width, 64, 1024)
-    labels = json.loads((root / "annotations" / f"{split}_degradations.json").read_text())["images"]
-    sequences = {}
-    for path in sorted((root / "annotations" / split).glob("*.json")):
-        data = json.loads(path.read_text())
-        by_image = {}
-        for ann in data["annotations"]:
-            by_image.setdefault(ann["image_id"], []).append(ann)
-        sequences[path.stem] = (data["images"], by_image)
-    if not sequences:
-        raise FileNotFoundError(f"no annotations for split {split!r} under {root / 'annotations' / split}")
-    windows, seen_kinds = [], set()
-    for seq, (images, _) in sequences.items():
-        for t in range(2, len(images) - 2):
-            label = labels[str(images[t]["id"])]
-            kinds = {r["type"] for r in label["degradations"]
-                     if r["strength"] >= HARD_THRESHOLD and r["type"] in HARD_TYPES}
-            clean_neighbours = not any(labels[str(images[t + d]["id"])]["hard"] for d in (-2, 2))
-            if label["hard"] and clean_neighbours and not kinds <= seen_kinds:
-                windows.append((seq, t))
-                seen_kinds |= kinds
-            if len(windows) == rows - 1:
-                break
-        if len(windows) == rows - 1:
-            break
-    lines = []
-    for seq, t in windows:
-        images, by_image = sequences[seq]
-        tiles = []
-        for d in range(-2, 3):
-            info = images[t + d]
-            label = labels[str(info["id"])]
-            text = f"t{d:+d}" if d else "t"
-            strong = [f"{r['type']} {r['strength']:.2f}" for r in label["degradations"]
-                      if r["strength"] >= HARD_THRESHOLD and r["type"] in HARD_TYPES]
-            text += (": " + ", ".join(strong)) if strong else ""
-            tiles.append(_caption(_tile(root, info, by_image.get(info["id"], []), label, tile_width), text, label["hard"]))
-        lines.append(np.concatenate(tiles, 1))
-    easy = [(seq, info) for seq, (images, _) in sequences.items() for info in images
-            if info["is_labeled"] and not labels[str(info["id"])]["hard"]]
-    picks = [easy[int(i)] for i in np.linspace(0, len(easy) - 1, 5)] if easy else []
-    if picks:
-        tiles = [_caption(_tile(root, info, sequences[seq][1].get(info["id"], []), labels[str(info["id"])], tile_width),
-                          f"clean {seq[:6]}/{info['file_name'][-10:-4]}", False) for seq, info in picks]
-        lines.append(np.concatenate(tiles, 1))
-    if not lines:
-        raise ValueError(f"split {split!r} of {root} has no frames to show")
-    width = max(line.shape[1] for line in lines)
-    lines = [np.pad(line, ((0, 4), (0, width - line.shape[1]), (0, 0))) for line in lines]
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), np.concatenate(lines, 0)):
-        raise OSError(f"cannot write the contact sheet to {out}")
-    return out

@@ -137,7 +137,8 @@ def test_layout_files_and_keypoints(dataset):
 
 
 def test_detections_are_coco_results_near_the_ground_truth(dataset, shared_data):
-    real = json.loads((shared_data / "posetrack18/annotations/test_posetrack18_human_detections.json").read_text())
+    real_path = shared_data / "posetrack18/annotations/test_posetrack18_human_detections.json"
+    real = json.loads(real_path.read_text())
     matched = total = 0
     for split, info in dataset.splits.items():
         detections = json.loads(info.detections.read_text())
@@ -278,7 +279,8 @@ def test_written_poses_are_plausible(dataset):
                 labelled = (kp[:, 0] != 0) | (kp[:, 1] != 0)
                 for a, b, segment in motion.BONES:
                     if labelled[a] and labelled[b]:
-                        assert np.linalg.norm(kp[a, :2] - kp[b, :2]) <= motion.SEGMENTS[segment] * height + 0.02
+                        length = np.linalg.norm(kp[a, :2] - kp[b, :2])
+                        assert length <= motion.SEGMENTS[segment] * height + 0.02
                 last = previous.get(annotation["track_id"])
                 if last is not None and annotation["image_id"] - last[0] == 1:
                     both = labelled & last[2]
@@ -313,14 +315,16 @@ def test_occluded_joints_lie_under_the_occluders(dataset):
                         continue
                     hidden_checked += 1
                     assert kp[joint, 2] == 0
-                    assert cv2.pointPolygonTest(polygon, (float(kp[joint, 0]), float(kp[joint, 1])), True) >= -2.5
+                    point = (float(kp[joint, 0]), float(kp[joint, 1]))
+                    assert cv2.pointPolygonTest(polygon, point, True) >= -2.5
                 for (iid, track), kp in annotations.items():
                     if iid != int(image_id):
                         continue
                     for joint in motion.LABELLED_JOINTS:
                         if kp[joint, 0] == 0 and kp[joint, 1] == 0:
                             continue
-                        depth = cv2.pointPolygonTest(polygon, (float(kp[joint, 0]), float(kp[joint, 1])), True)
+                        point = (float(kp[joint, 0]), float(kp[joint, 1]))
+                        depth = cv2.pointPolygonTest(polygon, point, True)
                         if depth >= 3.0:         # well inside: nothing can show through
                             deep_checked += 1
                             assert kp[joint, 2] == 0 and (track, joint) in hidden
@@ -421,10 +425,12 @@ def test_blurred_frames_are_less_sharp_than_their_neighbours(dataset):
                             if r["type"] in ("motion_blur", "defocus")], default=0.0)
 
             for t in range(1, len(images) - 1):
-                if blur_of(t) < 0.5 or blur_of(t - 1) > 0 or blur_of(t + 1) > 0 or not boxes.get(images[t]["id"]):
+                isolated = blur_of(t) >= 0.5 and blur_of(t - 1) == 0 and blur_of(t + 1) == 0
+                if not isolated or not boxes.get(images[t]["id"]):
                     continue
                 region = boxes[images[t]["id"]]
-                sharp = [_sharpness(cv2.imread(str(dataset.root / images[u]["file_name"])), region) for u in (t - 1, t, t + 1)]
+                sharp = [_sharpness(cv2.imread(str(dataset.root / images[u]["file_name"])), region)
+                         for u in (t - 1, t, t + 1)]
                 assert sharp[1] < 0.6 * min(sharp[0], sharp[2]), (images[t]["id"], sharp)
                 checked += 1
     assert checked > 0
