@@ -11,8 +11,8 @@ import pickle
 import pytest
 import torch
 
-from jmipose.checkpoint import (CheckpointError, StateDictMismatchError, load_checkpoint, load_state_dict_strict,
-                                save_checkpoint)
+from jmipose.checkpoint import (CheckpointError, StateDictMismatchError, load_checkpoint,
+                                load_state_dict_strict, save_checkpoint)
 from jmipose.models import build_model, load_model, save_model
 
 
@@ -25,7 +25,8 @@ def tiny_model():
 def test_model_round_trip(tmp_path, tiny_model):
     json_path = save_model(tmp_path / "run" / "best", tiny_model, metadata={"epoch": 7, "ap": 71.5})
     assert json_path.name == "best.json" and (tmp_path / "run" / "best.safetensors").is_file()
-    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == []  # no temp files left
+    leftovers = [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # no temporary files left
     record = json.loads(json_path.read_text())
     blob = (tmp_path / "run" / "best.safetensors").read_bytes()
     assert record["weights"]["size"] == len(blob)
@@ -118,7 +119,8 @@ def test_never_unpickles(tmp_path):
     blob = pickle.dumps({"w": Payload()})
     (tmp_path / "ck.safetensors").write_bytes(blob)
     record = {"format": "jmipose-checkpoint", "format_version": 1, "config": {}, "metadata": {},
-              "weights": {"file": "ck.safetensors", "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}}
+              "weights": {"file": "ck.safetensors", "size": len(blob),
+                          "sha256": hashlib.sha256(blob).hexdigest()}}
     (tmp_path / "ck.json").write_text(json.dumps(record))
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
         load_checkpoint(tmp_path / "ck")

@@ -168,8 +168,9 @@ class ModelConfig:
         if not self.is_temporal or not self._resolved:
             return
         if self.num_frames < 2:
-            fail("num_frames", "at least 2 for a temporal variant (the motion features are frame differences)")
-        if not self.stages or len(set(self.stages)) != len(self.stages) or not all(1 <= s <= 4 for s in self.stages):
+            fail("num_frames", "at least 2 for a temporal variant (motion features are frame differences)")
+        distinct = len(set(self.stages)) == len(self.stages)
+        if not self.stages or not distinct or not all(1 <= s <= 4 for s in self.stages):
             fail("stages", "a non-empty list of distinct backbone stages in 1..4")
         offsets_ok = all(0 <= self.key_index + o < self.num_frames for o in self.heatmap_offsets)
         if not self.heatmap_offsets or not offsets_ok:

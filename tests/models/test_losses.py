@@ -17,7 +17,8 @@ def test_joint_mse_matches_the_per_joint_definition():
     generator = torch.Generator().manual_seed(0)
     pred = torch.rand(3, 4, 5, 6, generator=generator, dtype=torch.float64)
     target = torch.rand(3, 4, 5, 6, generator=generator, dtype=torch.float64)
-    weight = torch.tensor([[1.0, 0.0, 1.5, 1.2], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 2.0, 1.0]], dtype=torch.float64)
+    weight = torch.tensor([[1.0, 0.0, 1.5, 1.2], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 2.0, 1.0]],
+                          dtype=torch.float64)
     # public JointsMSELoss: mean over joints of 0.5 * MSE(pred_j * w_j, target_j * w_j)
     per_joint = []
     for j in range(4):
@@ -85,7 +86,8 @@ def test_estimator_matches_a_loop_reference():
                                rtol=1e-4, atol=1e-6)
     expected_exp = sum(math.exp(-d) for d in divergences) / 6
     assert mutual_information_objective(x, y).item() == pytest.approx(expected_exp, rel=1e-5)
-    assert mutual_information_objective(x, y, proxy="neg_kl").item() == pytest.approx(-sum(divergences) / 6, rel=1e-5)
+    expected_neg = -sum(divergences) / 6
+    assert mutual_information_objective(x, y, proxy="neg_kl").item() == pytest.approx(expected_neg, rel=1e-5)
 
 
 def test_information_of_identical_and_of_disjoint_maps():
@@ -111,13 +113,15 @@ def test_orthogonality_terms_follow_their_definition():
     heat_joint = _distributions(heatmaps.amax(1, keepdim=True) + joint, tau)  # normalised product p_H * p_J
 
     def info(p, q):
-        return sum(math.exp(-_sym_kl(p[b][c], q[b][min(c, len(q[b]) - 1)])) for b in range(2) for c in range(3)) / 6
+        # q may hold one distribution per image (the heatmap map), shared by every channel
+        pairs = [(p[b][c], q[b][min(c, len(q[b]) - 1)]) for b in range(2) for c in range(3)]
+        return sum(math.exp(-_sym_kl(x, y)) for x, y in pairs) / 6
 
     terms = orthogonality_terms(joint, motion, heatmaps)
     assert terms.joint_motion.item() == pytest.approx(info(pj, pm), rel=1e-9)
     assert terms.motion_heatmap.item() == pytest.approx(info(pm, heat), rel=1e-9)
-    assert terms.motion_heatmap_given_joint.item() == pytest.approx(info(pm, heat_joint) - info(pm, pj), rel=1e-9,
-                                                                    abs=1e-12)
+    conditional = info(pm, heat_joint) - info(pm, pj)
+    assert terms.motion_heatmap_given_joint.item() == pytest.approx(conditional, rel=1e-9, abs=1e-12)
     total = orthogonality_objective(joint, motion, heatmaps)
     assert total.item() == pytest.approx(info(pj, pm) - info(pm, heat) + info(pm, heat_joint) - info(pm, pj),
                                          rel=1e-9, abs=1e-12)

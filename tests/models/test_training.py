@@ -25,7 +25,8 @@ def moving_blobs_clip(size: int = 32, num_frames: int = 5, key_index: int = 2, j
         blobs = torch.exp(-((ys - p[:, 1, None, None]) ** 2 + (xs - p[:, 0, None, None]) ** 2) / 8.0)
         frames[t] = torch.einsum("jc,jhw->chw", colour, blobs)
     hy, hx = torch.meshgrid(torch.arange(size // 4).float(), torch.arange(size // 4).float(), indexing="ij")
-    target = torch.exp(-((hy - position[:, 1, None, None] / 4) ** 2 + (hx - position[:, 0, None, None] / 4) ** 2) / 2)
+    peak_y, peak_x = position[:, 1, None, None] / 4, position[:, 0, None, None] / 4
+    target = torch.exp(-((hy - peak_y) ** 2 + (hx - peak_x) ** 2) / 2)
     return frames[None], target[None]
 
 
@@ -62,7 +63,8 @@ def test_default_tiny_variants_overfit_one_clip(variant):
     predicted = heatmaps.flatten(2).argmax(-1)
     wanted = target.flatten(2).argmax(-1)
     width = target.shape[-1]
-    distance = torch.maximum((predicted // width - wanted // width).abs(), (predicted % width - wanted % width).abs())
+    distance = torch.maximum((predicted // width - wanted // width).abs(),
+                             (predicted % width - wanted % width).abs())
     assert distance.max().item() <= 1
 
 
