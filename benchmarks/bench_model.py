@@ -6,7 +6,8 @@ eager references (use_kernels=False) and default backends (use_kernels=True) sid
 
 The training step timed is the official one: frozen backbone (no_grad), head forward + backward of
 the heatmap MSE plus 2 x the auxiliary loss.  Times are medians over ``--repeats`` after
-``--warmup`` runs; on a shared machine they are provisional.
+``--warmup`` runs; on a shared machine they are provisional (the process CPU seconds, reported
+beside them, suffer less from other jobs than the wall-clock time).
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ def _sync(device: torch.device) -> None:
 
 
 def time_model(config: dict, frames: torch.Tensor, backward: bool, warmup: int, repeats: int,
-               dtype: torch.dtype | None) -> list[float]:
+               dtype: torch.dtype | None) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds (all threads) of each timed step."""
     torch.manual_seed(0)
     model = build_model(config).to(frames.device).train()
     heatmap_size = (frames.shape[-2] // 4, frames.shape[-1] // 4)
     target = torch.rand(frames.shape[0], model.config.num_joints, *heatmap_size, device=frames.device)
-    times = []
+    times, cpu_times = [], []
     for step in range(warmup + repeats):
         _sync(frames.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with torch.autocast(frames.device.type, dtype=dtype, enabled=dtype is not None), \
                 torch.set_grad_enabled(backward):
             output = model(frames)
@@ -47,7 +49,8 @@ def time_model(config: dict, frames: torch.Tensor, backward: bool, warmup: int, 
         _sync(frames.device)
         if step >= warmup:
             times.append(time.perf_counter() - start)
-    return times
+            cpu_times.append(time.process_time() - cpu_start)
+    return times, cpu_times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.paths.split(","):
         use_kernels = path == "kernels"
         for backward in (False, True):
-            times = time_model({**config, "use_kernels": use_kernels}, frames, backward, args.warmup,
+            times, cpu_times = time_model({**config, "use_kernels": use_kernels}, frames, backward, args.warmup,
                                args.repeats, dtype)
             name = f"{path}_{'forward_backward' if backward else 'forward'}"
-            result["timings"][name] = {"median_s": statistics.median(times), "all_s": times}
+            result["timings"][name] = {"median_s": statistics.median(times), "all_s": times,
+                                       "median_cpu_s": statistics.median(cpu_times)}
             listed = ", ".join(f"{t:.3f}" for t in times)
-            print(f"{name:<32} median {statistics.median(times):8.3f} s  ({listed})", flush=True)
+            print(f"{name:<32} median {statistics.median(times):8.3f} s  ({listed}); "
+                  f"CPU {statistics.median(cpu_times):.1f} s", flush=True)
     print(json.dumps({k: v for k, v in result.items() if k != "timings"}, indent=1))
     if args.json:
         with open(args.json, "w") as handle:

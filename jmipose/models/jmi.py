@@ -210,7 +210,7 @@ class JointMotionPose(nn.Module):
         super().__init__()
         if not config.is_temporal:
             raise ValueError(f"JointMotionPose: variant must be 'jmi' or 'jm', got {config.variant!r}")
-        config = config if config._resolved else config.resolved()
+        config = config.resolved()
         self.config = config
         self.backbone = backbone
         channels = config.channels or backbone.width
