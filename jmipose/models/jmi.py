@@ -87,6 +87,11 @@ class ContextAwareJointLearner(nn.Module):
             self.guide = ConvBlock(heatmap_channels + channels, channels)
             self.offset_conv = nn.Conv2d(channels, 2 * offset_groups * taps, 3, padding=1)
             self.mask_conv = nn.Conv2d(channels, offset_groups * taps, 3, padding=1)
+            # Start near the plain dilated grid with masks of 0.5 (as DCNv2 does), but not at exactly
+            # zero weights, which would stop every gradient to the guide block at the first step.
+            for conv in (self.offset_conv, self.mask_conv):
+                nn.init.normal_(conv.weight, std=1e-3)
+                nn.init.zeros_(conv.bias)
         # The gather's weights; the no-CJL ablation uses the same tensor as a plain dilated conv.
         self.weight = nn.Parameter(torch.empty(channels, channels, kernel_size, kernel_size))
         self.norm = nn.BatchNorm2d(channels)
