@@ -158,13 +158,13 @@ def test_loading_names_missing_unexpected_and_mismatched_keys():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     del state["stage3.0.branches.1.0.conv1.weight"]
     state["incre_modules.0.weight"] = torch.zeros(3)
-    state["final_layer.weight"] = torch.zeros(16, 8, 1, 1)
+    state["final_layer.weight"] = torch.zeros(16, 32, 1, 1)
     with pytest.raises(StateDictMismatchError) as info:
         load_hrnet_weights(model, state)
     message = str(info.value)
     assert "stage3.0.branches.1.0.conv1.weight" in message
     assert "incre_modules.0.weight" in message
-    assert "final_layer.weight: checkpoint [16, 8, 1, 1] vs model [17, 8, 1, 1]" in message
+    assert "final_layer.weight: checkpoint [16, 32, 1, 1] vs model [17, 32, 1, 1]" in message
     assert info.value.missing == ["stage3.0.branches.1.0.conv1.weight"]
 
 

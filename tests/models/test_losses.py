@@ -109,22 +109,24 @@ def test_orthogonality_terms_follow_their_definition():
     heatmaps = torch.rand(2, 5, 4, 4, generator=generator, dtype=torch.float64) * 0.2
     tau = 0.05
     pj, pm = _distributions(joint, tau), _distributions(motion, tau)
-    heat = _distributions(heatmaps.amax(1, keepdim=True), tau)
-    heat_joint = _distributions(heatmaps.amax(1, keepdim=True) + joint, tau)  # normalised product p_H * p_J
+    heat_max = heatmaps.amax(1, keepdim=True)
+    motion_mean, joint_mean = motion.mean(1, keepdim=True), joint.mean(1, keepdim=True)
+    pm_mean, pj_mean = _distributions(motion_mean, tau), _distributions(joint_mean, tau)
+    heat = _distributions(heat_max, tau)
+    heat_joint = _distributions(heat_max + joint_mean, tau)  # normalised product p_H * p_J
 
     def info(p, q):
-        # q may hold one distribution per image (the heatmap map), shared by every channel
-        pairs = [(p[b][c], q[b][min(c, len(q[b]) - 1)]) for b in range(2) for c in range(3)]
-        return sum(math.exp(-_sym_kl(x, y)) for x, y in pairs) / 6
+        pairs = [(p[b][c], q[b][c]) for b in range(len(p)) for c in range(len(p[b]))]
+        return sum(math.exp(-_sym_kl(x, y)) for x, y in pairs) / len(pairs)
 
     terms = orthogonality_terms(joint, motion, heatmaps)
     assert terms.joint_motion.item() == pytest.approx(info(pj, pm), rel=1e-9)
-    assert terms.motion_heatmap.item() == pytest.approx(info(pm, heat), rel=1e-9)
-    conditional = info(pm, heat_joint) - info(pm, pj)
+    assert terms.motion_heatmap.item() == pytest.approx(info(pm_mean, heat), rel=1e-9)
+    conditional = info(pm_mean, heat_joint) - info(pm_mean, pj_mean)
     assert terms.motion_heatmap_given_joint.item() == pytest.approx(conditional, rel=1e-9, abs=1e-12)
     total = orthogonality_objective(joint, motion, heatmaps)
-    assert total.item() == pytest.approx(info(pj, pm) - info(pm, heat) + info(pm, heat_joint) - info(pm, pj),
-                                         rel=1e-9, abs=1e-12)
+    expected = info(pj, pm) - info(pm_mean, heat) + conditional
+    assert total.item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert total.dtype == torch.float64
 
 

@@ -37,8 +37,9 @@ def test_op_formulas_agree_with_the_counter_on_the_references():
     config = ModelConfig(variant="jm", backbone="tiny", num_blocks=3, attention_pool=2).resolved()
     formula = op_flops(config, (64, 32), batch_size=2)
     tokens = (16 // 2) * (8 // 2)
-    assert formula == {"joint_region_gather": 2 * 2 * 8 * 8 * 9 * 16 * 8,
-                       "joint_motion_attention": 3 * 8 * 2 * tokens * tokens * 8}
+    channels = 32  # the tiny HRNet's width
+    assert formula == {"joint_region_gather": 2 * 2 * channels * channels * 9 * 16 * 8,
+                       "joint_motion_attention": 3 * 8 * 2 * tokens * tokens * channels}
 
 
 def test_describe_counts_parameters_and_flops():
