@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -295,10 +294,15 @@ def make_synthetic_posetrack(out_dir, n_videos: int = 12, frames: int = 40, size
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers > 1:
-        # fork starts workers at once (spawn would re-import torch through jmipose in each); the
-        # workers only use numpy and OpenCV. Elsewhere spawn is the safe default.
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with ProcessPoolExecutor(workers, multiprocessing.get_context(method), _worker_init) as pool:
+        # Never fork: a parent that has already run OpenCV or torch (OpenMP) thread pools leaves
+        # their locks held in a forked child, which then hangs for ever (seen in the test suite).
+        # A fork server starts clean; it imports this module once and forks workers from there.
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+        else:
+            context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, context, _worker_init) as pool:
             results = list(pool.map(_render_video, jobs))
     else:
         results = [_render_video(job) for job in jobs]
