@@ -1,0 +1,372 @@
+// joint_region_gather on the CPU: the per-tile micro-kernels that cpu.cpp's OpenMP drivers call.
+//
+// A tile is a run of consecutive output pixels of one image.  Its column tile col[p][gr][k][c] holds
+// the modulated bilinear samples of every tap k and input channel c (grouped by conv group gr so
+// each group's reduction dimension K*Cin/groups is contiguous); the image is read channels-last
+// ([H*W][Cin]) so one sampling point feeds a contiguous run of channels.  Every function here is
+// free of OpenMP and compiled twice (AVX2+FMA and the portable baseline, JMIPOSE_CPU_CLONES).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "common/macros.h"
+#include "joint_region_gather/math.h"
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors never cross a non-inlined call here
+
+namespace jmipose {
+namespace jrg {
+
+#define JRG_INLINE inline __attribute__((always_inline))
+
+template <typename T>
+struct SimdOf;
+template <>
+struct SimdOf<float> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct SimdOf<double> {
+  typedef double type __attribute__((vector_size(32)));
+};
+template <typename T>
+using Simd = typename SimdOf<T>::type;
+template <typename T>
+constexpr int kLanes = 32 / static_cast<int>(sizeof(T));
+
+// Register block of the GEMM micro-kernel: kMR rows x (2 vectors) columns = 12 accumulators.
+constexpr int kMR = 6;
+template <typename T>
+constexpr int kNR = 2 * kLanes<T>;
+
+template <typename T>
+JRG_INLINE Simd<T> load(const T* p) {
+  Simd<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+JRG_INLINE void store(T* p, Simd<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+template <typename T>
+JRG_INLINE T horizontal_sum(Simd<T> v) {
+  T sum = T(0);
+  for (int i = 0; i < kLanes<T>; ++i) sum += v[i];
+  return sum;
+}
+
+// Everything a tile kernel needs to know about the problem (sizes of one call).
+struct Geometry {
+  int64_t in_channels, height, width, out_channels, kernel_w, taps, out_w, out_pixels;
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  int64_t groups, offset_groups, in_per_group, out_per_group, in_per_offset_group;
+  int64_t col_stride;  // elements per column-tile row: taps * in_channels
+};
+
+// C[i][j] (+)= sum_q A[i*a_row + q*a_col] * B[q*b_row + j] for i < MR, j < n <= kNR.
+// B may be read up to kNR - 1 elements past column n of each row (callers guarantee the memory).
+template <typename T, int MR>
+JRG_INLINE void micro_kernel(int64_t depth, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t b_row,
+                             T* c, int64_t c_row, int64_t n, bool accumulate) {
+  constexpr int L = kLanes<T>;
+  Simd<T> acc0[MR], acc1[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = Simd<T>{};
+  for (int64_t q = 0; q < depth; ++q) {
+    const Simd<T> b0 = load(b + q * b_row);
+    const Simd<T> b1 = load(b + q * b_row + L);
+    const T* a_q = a + q * a_col;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const T a_iq = a_q[i * a_row];
+      acc0[i] += a_iq * b0;
+      acc1[i] += a_iq * b1;
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    T* c_i = c + i * c_row;
+    if (n == 2 * L) {
+      if (accumulate) {
+        acc0[i] += load(c_i);
+        acc1[i] += load(c_i + L);
+      }
+      store<T>(c_i, acc0[i]);
+      store<T>(c_i + L, acc1[i]);
+    } else {
+      T lanes[2 * L];
+      store<T>(lanes, acc0[i]);
+      store<T>(lanes + L, acc1[i]);
+      for (int64_t j = 0; j < n; ++j) c_i[j] = accumulate ? c_i[j] + lanes[j] : lanes[j];
+    }
+  }
+}
+
+// C[m x n] (+)= A[m x depth] B[depth x n].  B's columns come in panels of kNR: panel j starts at
+// b + j*b_panel (packed weights: b_panel = depth*kNR; a plain row-major matrix: b_panel = kNR).
+template <typename T>
+JMIPOSE_CPU_CLONES void gemm(int64_t m, int64_t n, int64_t depth, const T* a, int64_t a_row, int64_t a_col,
+                             const T* b, int64_t b_row, int64_t b_panel, T* c, int64_t c_row, bool accumulate) {
+  constexpr int64_t NR = kNR<T>;
+  for (int64_t j0 = 0, panel = 0; j0 < n; j0 += NR, ++panel) {
+    const int64_t nj = n - j0 < NR ? n - j0 : NR;
+    const T* b_j = b + panel * b_panel;
+    int64_t i0 = 0;
+    for (; i0 + kMR <= m; i0 += kMR) {
+      micro_kernel<T, kMR>(depth, a + i0 * a_row, a_row, a_col, b_j, b_row, c + i0 * c_row + j0, c_row, nj,
+                           accumulate);
+    }
+    const T* a_i = a + i0 * a_row;
+    T* c_i = c + i0 * c_row + j0;
+    switch (m - i0) {
+      case 5: micro_kernel<T, 5>(depth, a_i, a_row, a_col, b_j, b_row, c_i, c_row, nj, accumulate); break;
+      case 4: micro_kernel<T, 4>(depth, a_i, a_row, a_col, b_j, b_row, c_i, c_row, nj, accumulate); break;
+      case 3: micro_kernel<T, 3>(depth, a_i, a_row, a_col, b_j, b_row, c_i, c_row, nj, accumulate); break;
+      case 2: micro_kernel<T, 2>(depth, a_i, a_row, a_col, b_j, b_row, c_i, c_row, nj, accumulate); break;
+      case 1: micro_kernel<T, 1>(depth, a_i, a_row, a_col, b_j, b_row, c_i, c_row, nj, accumulate); break;
+      default: break;
+    }
+  }
+}
+
+// A contiguous run of input channels [begin, end) inside one offset group and one conv group; its
+// samples of tap k land at column (conv_group*taps + k)*in_per_group + (begin - conv_group*in_per_group).
+struct ChannelRun {
+  int64_t offset_group, conv_group, begin, end;
+};
+
+// Where tap k of output pixel `pixel` samples, and its modulation (1 without a mask).
+template <typename T>
+struct TapSample {
+  T y, x, modulation;
+};
+
+template <typename T>
+JRG_INLINE TapSample<T> tap_sample(const Geometry& g, const T* offset, const T* mask, int64_t pixel,
+                                   int64_t offset_group, int64_t k) {
+  const int64_t oy = pixel / g.out_w, ox = pixel - oy * g.out_w;
+  const int64_t ky = k / g.kernel_w, kx = k - ky * g.kernel_w;
+  const int64_t channel = offset_group * g.taps + k;
+  TapSample<T> s;
+  s.y = sampling_coordinate<T>(oy, ky, g.stride_h, g.pad_h, g.dil_h, offset[(2 * channel) * g.out_pixels + pixel]);
+  s.x = sampling_coordinate<T>(ox, kx, g.stride_w, g.pad_w, g.dil_w, offset[(2 * channel + 1) * g.out_pixels + pixel]);
+  s.modulation = mask != nullptr ? mask[channel * g.out_pixels + pixel] : T(1);
+  return s;
+}
+
+// col[c] = sum over valid corners of modulation*weight * image[corner][c], c < count.
+template <typename T>
+JRG_INLINE void gather_run(const BilinearCorners<T>& corners, T modulation, const T* image, int64_t in_channels,
+                           int64_t count, T* __restrict col) {
+  if (corners.valid[0] && corners.valid[1] && corners.valid[2] && corners.valid[3]) {
+    const T* __restrict v0 = image + corners.index[0] * in_channels;
+    const T* __restrict v1 = image + corners.index[1] * in_channels;
+    const T* __restrict v2 = image + corners.index[2] * in_channels;
+    const T* __restrict v3 = image + corners.index[3] * in_channels;
+    const T w0 = modulation * corners.weight[0], w1 = modulation * corners.weight[1];
+    const T w2 = modulation * corners.weight[2], w3 = modulation * corners.weight[3];
+    for (int64_t c = 0; c < count; ++c) col[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+    return;
+  }
+  for (int64_t c = 0; c < count; ++c) col[c] = T(0);
+  for (int corner = 0; corner < 4; ++corner) {
+    if (!corners.valid[corner]) continue;  // never read outside the image, even with weight 0
+    const T* __restrict v = image + corners.index[corner] * in_channels;
+    const T w = modulation * corners.weight[corner];
+    for (int64_t c = 0; c < count; ++c) col[c] += w * v[c];
+  }
+}
+
+// Forward sampling of one tile: col rows [0, count) for output pixels [first, first + count).
+// image: one image channels-last [H*W][Cin]; offset/mask: that image's planes.
+template <typename T>
+JMIPOSE_CPU_CLONES void sample_columns(const Geometry& g, const ChannelRun* runs, int64_t run_count, const T* image,
+                                       const T* offset, const T* mask, int64_t first, int64_t count, T* col) {
+  for (int64_t p = 0; p < count; ++p) {
+    T* col_row = col + p * g.col_stride;
+    for (int64_t r = 0; r < run_count; ++r) {
+      const ChannelRun& run = runs[r];
+      const int64_t width = run.end - run.begin;
+      for (int64_t k = 0; k < g.taps; ++k) {
+        T* dst = col_row + (run.conv_group * g.taps + k) * g.in_per_group + (run.begin - run.conv_group * g.in_per_group);
+        const TapSample<T> s = tap_sample(g, offset, mask, first + p, run.offset_group, k);
+        if (!sample_inside(s.y, s.x, g.height, g.width)) {
+          for (int64_t c = 0; c < width; ++c) dst[c] = T(0);
+          continue;
+        }
+        BilinearCorners<T> corners;
+        bilinear_corners(s.y, s.x, g.height, g.width, &corners);
+        gather_run(corners, s.modulation, image + run.begin, g.in_channels, width, dst);
+      }
+    }
+  }
+}
+
+// Per tap and channel run of the backward: given the column gradient cg[c] (= W^T grad_out), add
+// dots[k] += sum_c cg[c]*image[corner k][c] (for the offset and mask gradients), write the forward
+// column col[c] (for the weight gradient) and scatter modulation*weight[k]*cg[c] into the input
+// gradient (channels-last, like image).  Each part is compiled in or out by a template flag.
+template <typename T, bool kDots, bool kColumns, bool kInputGrad>
+JRG_INLINE void backward_run(const BilinearCorners<T>& corners, bool inside, T modulation, const T* image,
+                             int64_t in_channels, int64_t count, const T* __restrict cg, T* __restrict col,
+                             T* __restrict grad_image, T dots[4]) {
+  constexpr int L = kLanes<T>;
+  // All four corners valid implies inside (the -1 border line has an invalid row or column).
+  if (corners.valid[0] && corners.valid[1] && corners.valid[2] && corners.valid[3]) {
+    const T* __restrict v0 = image + corners.index[0] * in_channels;
+    const T* __restrict v1 = image + corners.index[1] * in_channels;
+    const T* __restrict v2 = image + corners.index[2] * in_channels;
+    const T* __restrict v3 = image + corners.index[3] * in_channels;
+    T* __restrict g0 = kInputGrad ? grad_image + corners.index[0] * in_channels : nullptr;
+    T* __restrict g1 = kInputGrad ? grad_image + corners.index[1] * in_channels : nullptr;
+    T* __restrict g2 = kInputGrad ? grad_image + corners.index[2] * in_channels : nullptr;
+    T* __restrict g3 = kInputGrad ? grad_image + corners.index[3] * in_channels : nullptr;
+    const T w0 = modulation * corners.weight[0], w1 = modulation * corners.weight[1];
+    const T w2 = modulation * corners.weight[2], w3 = modulation * corners.weight[3];
+    Simd<T> d0{}, d1{}, d2{}, d3{};
+    int64_t c = 0;
+    for (; c + L <= count; c += L) {
+      const Simd<T> a0 = load(v0 + c), a1 = load(v1 + c), a2 = load(v2 + c), a3 = load(v3 + c);
+      if (kColumns) store<T>(col + c, w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3);
+      if (kDots || kInputGrad) {
+        const Simd<T> gc = load(cg + c);
+        if (kDots) {
+          d0 += gc * a0;
+          d1 += gc * a1;
+          d2 += gc * a2;
+          d3 += gc * a3;
+        }
+        if (kInputGrad) {
+          store<T>(g0 + c, load(g0 + c) + w0 * gc);
+          store<T>(g1 + c, load(g1 + c) + w1 * gc);
+          store<T>(g2 + c, load(g2 + c) + w2 * gc);
+          store<T>(g3 + c, load(g3 + c) + w3 * gc);
+        }
+      }
+    }
+    T s0 = horizontal_sum<T>(d0), s1 = horizontal_sum<T>(d1), s2 = horizontal_sum<T>(d2), s3 = horizontal_sum<T>(d3);
+    for (; c < count; ++c) {
+      if (kColumns) col[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+      if (kDots) {
+        s0 += cg[c] * v0[c];
+        s1 += cg[c] * v1[c];
+        s2 += cg[c] * v2[c];
+        s3 += cg[c] * v3[c];
+      }
+      if (kInputGrad) {
+        g0[c] += w0 * cg[c];
+        g1[c] += w1 * cg[c];
+        g2[c] += w2 * cg[c];
+        g3[c] += w3 * cg[c];
+      }
+    }
+    if (kDots) {
+      dots[0] += s0;
+      dots[1] += s1;
+      dots[2] += s2;
+      dots[3] += s3;
+    }
+    return;
+  }
+  if (kColumns) {
+    for (int64_t c = 0; c < count; ++c) col[c] = T(0);
+  }
+  for (int corner = 0; corner < 4; ++corner) {
+    if (!corners.valid[corner]) continue;
+    const T* __restrict v = image + corners.index[corner] * in_channels;
+    const T w = modulation * corners.weight[corner];
+    if (kDots) {
+      Simd<T> d{};
+      int64_t c = 0;
+      for (; c + L <= count; c += L) d += load(cg + c) * load(v + c);
+      T s = horizontal_sum<T>(d);
+      for (; c < count; ++c) s += cg[c] * v[c];
+      dots[corner] += s;
+    }
+    if (kColumns && inside) {
+      for (int64_t c = 0; c < count; ++c) col[c] += w * v[c];
+    }
+    if (kInputGrad) {
+      T* __restrict gi = grad_image + corners.index[corner] * in_channels;
+      for (int64_t c = 0; c < count; ++c) gi[c] += w * cg[c];
+    }
+  }
+}
+
+template <typename T, bool kDots, bool kColumns, bool kInputGrad>
+JRG_INLINE void backward_tile(const Geometry& g, const ChannelRun* runs, int64_t run_count, const T* image,
+                              const T* offset, const T* mask, int64_t first, int64_t count, const T* cg_tile,
+                              T* col_tile, T* grad_image, T* grad_offset, T* grad_mask) {
+  for (int64_t p = 0; p < count; ++p) {
+    const int64_t pixel = first + p;
+    for (int64_t og = 0; og < g.offset_groups; ++og) {
+      for (int64_t k = 0; k < g.taps; ++k) {
+        const TapSample<T> s = tap_sample(g, offset, mask, pixel, og, k);
+        const bool inside = sample_inside(s.y, s.x, g.height, g.width);
+        const bool has_gradient = gradient_inside(s.y, s.x, g.height, g.width);
+        BilinearCorners<T> corners;
+        if (has_gradient) bilinear_corners(s.y, s.x, g.height, g.width, &corners);
+        T dots[4] = {T(0), T(0), T(0), T(0)};
+        for (int64_t r = 0; r < run_count; ++r) {
+          const ChannelRun& run = runs[r];
+          if (run.offset_group != og) continue;
+          const int64_t width = run.end - run.begin;
+          const int64_t column = (run.conv_group * g.taps + k) * g.in_per_group + (run.begin - run.conv_group * g.in_per_group);
+          T* col = kColumns ? col_tile + p * g.col_stride + column : nullptr;
+          if (!has_gradient) {
+            if (kColumns) {
+              for (int64_t c = 0; c < width; ++c) col[c] = T(0);
+            }
+            continue;
+          }
+          const T* cg = (kDots || kInputGrad) ? cg_tile + p * g.col_stride + column : nullptr;
+          T* grad_run = kInputGrad ? grad_image + run.begin : nullptr;
+          backward_run<T, kDots, kColumns, kInputGrad>(corners, inside, s.modulation, image + run.begin, g.in_channels,
+                                                       width, cg, col, grad_run, dots);
+        }
+        if (!kDots) continue;
+        const int64_t channel = og * g.taps + k;
+        T grad_y = T(0), grad_x = T(0), grad_m = T(0);
+        if (has_gradient) {
+          coordinate_gradient(corners, dots, &grad_y, &grad_x);
+          grad_y *= s.modulation;
+          grad_x *= s.modulation;
+          if (inside) grad_m = corners.weight[0] * dots[0] + corners.weight[1] * dots[1] +
+                               corners.weight[2] * dots[2] + corners.weight[3] * dots[3];
+        }
+        if (grad_offset != nullptr) {
+          grad_offset[(2 * channel) * g.out_pixels + pixel] = grad_y;
+          grad_offset[(2 * channel + 1) * g.out_pixels + pixel] = grad_x;
+        }
+        if (grad_mask != nullptr) grad_mask[channel * g.out_pixels + pixel] = grad_m;
+      }
+    }
+  }
+}
+
+// Backward sampling of one tile (see backward_run); grad_offset/grad_mask/grad_image may be null.
+template <typename T>
+JMIPOSE_CPU_CLONES void backward_columns(const Geometry& g, const ChannelRun* runs, int64_t run_count,
+                                         const T* image, const T* offset, const T* mask, int64_t first,
+                                         int64_t count, const T* cg_tile, T* col_tile, T* grad_image,
+                                         T* grad_offset, T* grad_mask) {
+  const bool dots = grad_offset != nullptr || grad_mask != nullptr;
+  const bool columns = col_tile != nullptr;
+  const bool input_grad = grad_image != nullptr;
+#define JRG_BACKWARD_TILE(D, C, I)                                                                          \
+  backward_tile<T, D, C, I>(g, runs, run_count, image, offset, mask, first, count, cg_tile, col_tile, grad_image, \
+                            grad_offset, grad_mask)
+  if (dots && columns && input_grad) JRG_BACKWARD_TILE(true, true, true);
+  else if (dots && columns) JRG_BACKWARD_TILE(true, true, false);
+  else if (dots && input_grad) JRG_BACKWARD_TILE(true, false, true);
+  else if (dots) JRG_BACKWARD_TILE(true, false, false);
+  else if (columns && input_grad) JRG_BACKWARD_TILE(false, true, true);
+  else if (columns) JRG_BACKWARD_TILE(false, true, false);
+  else if (input_grad) JRG_BACKWARD_TILE(false, false, true);
+#undef JRG_BACKWARD_TILE
+}
+
+}  // namespace jrg
+}  // namespace jmipose
