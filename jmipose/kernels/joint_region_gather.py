@@ -9,8 +9,10 @@ CVPR 2019); ``jmipose.ops.joint_region_gather`` documents them and holds the eag
 
 with y(p) = out_y*stride_h - pad_h, x(p) = out_x*stride_w - pad_w, tap k = (i, j), g(c) the offset
 group of input channel c, and bilinear sampling that reads zero at and beyond one pixel outside the
-image.  A non-finite coordinate (NaN or inf offset) reads zero and gets zero gradients; indices are
-clamped into the image before any pointer is formed, so no coordinate can address memory outside.
+image; the offset gradient on the lines y = -1 and x = -1 is the one-sided derivative from inside
+(torchvision's).  A non-finite coordinate (NaN or inf offset) reads zero and gets zero gradients;
+indices are clamped into the image before any pointer is formed, so no coordinate can address
+memory outside.
 
 Everything is an implicit GEMM: no [Cin*K, Hout*Wout] column buffer is ever written.
 
@@ -55,14 +57,17 @@ from jmipose.ops._backends import triton_interpret
 
 @triton.jit
 def _tap_corners(offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps, kernel_w,
-                 dil_h, dil_w, height, width, HAS_MASK: tl.constexpr, INDEX_DTYPE: tl.constexpr):
+                 dil_h, dil_w, height, width, HAS_MASK: tl.constexpr, GRADIENT_DOMAIN: tl.constexpr,
+                 INDEX_DTYPE: tl.constexpr):
     """For tap k of offset group g and a tile of pixels: the bilinear fractions, the modulation, the
     clamped in-plane indices of the four corners (top-left, top-right, bottom-left, bottom-right) and
     whether each corner is inside the image.
 
-    The range test runs on the float coordinate first (NaN and inf fail it), and a coordinate that
-    reads nothing is replaced by 0 before floor and the int conversion, so no index is ever formed
-    from a value outside the image."""
+    A sample is non-zero only for -1 < y < H and -1 < x < W.  With GRADIENT_DOMAIN the lines y = -1
+    and x = -1 are included: the value there is still zero (the corners inside the image have
+    weight 0) but the offset gradient is torchvision's one-sided derivative from inside.  The range
+    test runs on the float coordinate first (NaN and inf fail it), and a coordinate outside is
+    replaced by 0 before floor and the int conversion, so no index is formed from it."""
     offset_row = (g * 2 * taps + 2 * k).to(INDEX_DTYPE) * n_pixels
     dy = tl.load(offset_image_ptr + offset_row + pixels, mask=pixel_in, other=0.0).to(tl.float32)
     dx = tl.load(offset_image_ptr + offset_row + n_pixels + pixels, mask=pixel_in, other=0.0).to(tl.float32)
@@ -73,7 +78,10 @@ def _tap_corners(offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_
                              mask=pixel_in, other=0.0).to(tl.float32)
     else:
         modulation = tl.where(pixel_in, 1.0, 0.0)
-    inside = pixel_in & (y > -1.0) & (y < height) & (x > -1.0) & (x < width)
+    if GRADIENT_DOMAIN:
+        inside = pixel_in & (y >= -1.0) & (y < height) & (x >= -1.0) & (x < width)
+    else:
+        inside = pixel_in & (y > -1.0) & (y < height) & (x > -1.0) & (x < width)
     y = tl.where(inside, y, 0.0)
     x = tl.where(inside, x, 0.0)
     y_floor = tl.floor(y)
@@ -144,7 +152,7 @@ def _joint_region_gather_forward_kernel(
         for k in range(taps):
             (frac_y, frac_x, modulation, i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br) = _tap_corners(
                 offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps, kernel_w,
-                dil_h, dil_w, height, width, HAS_MASK, INDEX_DTYPE)
+                dil_h, dil_w, height, width, HAS_MASK, False, INDEX_DTYPE)
             # Modulation folded into the four corner weights: one multiply per corner and channel.
             w_tl = ((1.0 - frac_y) * (1.0 - frac_x) * modulation)[None, :]
             w_tr = ((1.0 - frac_y) * frac_x * modulation)[None, :]
@@ -248,7 +256,7 @@ def _joint_region_gather_backward_data_kernel(
     for k in range(taps):
         (frac_y, frac_x, modulation, i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br) = _tap_corners(
             offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps, kernel_w,
-            dil_h, dil_w, height, width, HAS_MASK, INDEX_DTYPE)
+            dil_h, dil_w, height, width, HAS_MASK, True, INDEX_DTYPE)
         grad_modulation = tl.zeros((BLOCK_P,), dtype=tl.float32)
         grad_y = tl.zeros((BLOCK_P,), dtype=tl.float32)
         grad_x = tl.zeros((BLOCK_P,), dtype=tl.float32)
@@ -338,7 +346,7 @@ def _joint_region_gather_backward_weight_kernel(
         (frac_y, frac_x, modulation, i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br) = _tap_corners(
             offset_ptr + b * (2 * offset_groups * taps) * n_pixels, mask_ptr + b * (offset_groups * taps) * n_pixels,
             g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps, kernel_w, dil_h, dil_w, height, width,
-            HAS_MASK, INDEX_DTYPE)
+            HAS_MASK, False, INDEX_DTYPE)
         v_tl, v_tr, v_bl, v_br = _gather_corners(x_ptr + b * in_channels * plane, channel_offset, channel_in,
                                                  i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br)
         fy = frac_y[None, :]
