@@ -20,6 +20,7 @@
 // here (the cpp and reference backends compute it).
 #include <climits>
 #include <cstdint>
+#include <initializer_list>
 
 #include "common/cuda_utils.cuh"
 #include "joint_region_gather/cuda_kernels.cuh"
@@ -116,10 +117,16 @@ int zero(float* buffer, int64_t count, cudaStream_t stream, const char* where) {
 
 int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-int grid_size(int64_t blocks, const char* where, const char* kernel, unsigned int* grid) {
-  if (blocks <= 0 || blocks > INT_MAX) {
-    return fail("%s: %s needs %lld blocks, more than a launch can have (%d)", where, kernel, (long long)blocks, INT_MAX);
+// The number of blocks of a launch, the product of `factors`, checked against gridDim.x's limit
+// (the product itself is formed with overflow checks).
+int grid_size(std::initializer_list<int64_t> factors, const char* where, const char* kernel, unsigned int* grid) {
+  int64_t blocks = 1;
+  for (int64_t f : factors) {
+    if (__builtin_mul_overflow(blocks, f, &blocks) || blocks > INT_MAX) {
+      return fail("%s: the %s kernel would need more than %d blocks", where, kernel, INT_MAX);
+    }
   }
+  if (blocks <= 0) return fail("%s: the %s kernel has no blocks", where, kernel);
   *grid = static_cast<unsigned int>(blocks);
   return 0;
 }
@@ -130,7 +137,7 @@ int launch_forward(const void* input, const void* offset, const void* mask, cons
   const int64_t n_pixel_tiles = ceil_div64(s.n_pixels, kTileP);
   const int64_t n_out_tiles = ceil_div64(s.outs_per_group, kTileO);
   unsigned int grid = 0;
-  if (int status = grid_size(n_pixel_tiles * n_out_tiles * s.batch * s.groups, where, "forward", &grid)) return status;
+  if (int status = grid_size({n_pixel_tiles, n_out_tiles, s.batch, s.groups}, where, "forward", &grid)) return status;
   launch(forward_kernel<scalar_t, kTileO>, grid, kThreads, stream,
       static_cast<const scalar_t*>(input), static_cast<const scalar_t*>(offset), static_cast<const scalar_t*>(mask),
       static_cast<const scalar_t*>(weight), static_cast<const scalar_t*>(bias), static_cast<scalar_t*>(output), s,
@@ -142,8 +149,12 @@ template <typename scalar_t>
 int forward(const void* input, const void* offset, const void* mask, const void* weight, const void* bias,
             void* output, const Geometry& s, cudaStream_t stream, const char* where) {
   // The output tile follows the conv group's output channels (16, 32 or 64; more take several tiles).
-  if (s.outs_per_group <= 16) return launch_forward<scalar_t, 16>(input, offset, mask, weight, bias, output, s, stream, where);
-  if (s.outs_per_group <= 32) return launch_forward<scalar_t, 32>(input, offset, mask, weight, bias, output, s, stream, where);
+  if (s.outs_per_group <= 16) {
+    return launch_forward<scalar_t, 16>(input, offset, mask, weight, bias, output, s, stream, where);
+  }
+  if (s.outs_per_group <= 32) {
+    return launch_forward<scalar_t, 32>(input, offset, mask, weight, bias, output, s, stream, where);
+  }
   return launch_forward<scalar_t, 64>(input, offset, mask, weight, bias, output, s, stream, where);
 }
 
@@ -159,7 +170,9 @@ int backward(const void* grad_output, const void* input, const void* offset, con
   unsigned int grid = 0;
   if (int status = zero(grad_input, s.batch * s.in_channels * s.plane, stream, where)) return status;
   if (grad_input != nullptr || grad_offset != nullptr || grad_mask != nullptr) {
-    if (int status = grid_size(n_pixel_tiles * s.batch * s.offset_groups, where, "backward (data)", &grid)) return status;
+    if (int status = grid_size({n_pixel_tiles, s.batch, s.offset_groups}, where, "backward data", &grid)) {
+      return status;
+    }
     launch(backward_data_kernel<scalar_t>, grid, kThreads, stream, go, x, off, m, static_cast<const scalar_t*>(weight),
            grad_input, grad_offset, grad_mask, s, n_pixel_tiles);
     if (int status = check_launch(where)) return status;
@@ -170,7 +183,12 @@ int backward(const void* grad_output, const void* input, const void* offset, con
                                                                                 : s.channels_per_offset_group;
     const int64_t n_chunks = ceil_div64(segment, kTileC);
     const int64_t n_out_tiles = ceil_div64(s.outs_per_group, kTileOB);
-    const int64_t per_split = s.groups * s.offset_groups * s.taps * n_chunks * n_out_tiles;
+    int64_t per_split = 1;  // blocks per split (their count is checked by grid_size below first)
+    if (int status = grid_size({s.groups, s.offset_groups, s.taps, n_chunks, n_out_tiles}, where, "backward weight",
+                               &grid)) {
+      return status;
+    }
+    per_split = grid;
     const int64_t n_tiles = s.batch * n_pixel_tiles;
     int sms = 0;
     if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) sms = 1;
@@ -178,13 +196,13 @@ int backward(const void* grad_output, const void* input, const void* offset, con
     const int64_t want_splits = ceil_div64(4 * static_cast<int64_t>(sms), per_split);
     const int64_t tiles_per_split = ceil_div64(n_tiles, want_splits < n_tiles ? want_splits : n_tiles);
     const int64_t splits = ceil_div64(n_tiles, tiles_per_split);
-    if (int status = grid_size(splits * per_split, where, "backward (weight)", &grid)) return status;
+    if (int status = grid_size({splits, per_split}, where, "backward weight", &grid)) return status;
     launch(backward_weight_kernel<scalar_t>, grid, kThreads, stream, go, x, off, m, grad_weight, s, n_pixel_tiles,
            n_out_tiles, n_chunks, tiles_per_split);
     if (int status = check_launch(where)) return status;
   }
   if (grad_bias != nullptr) {
-    if (int status = grid_size(s.out_channels, where, "backward (bias)", &grid)) return status;
+    if (int status = grid_size({s.out_channels}, where, "backward bias", &grid)) return status;
     launch(backward_bias_kernel<scalar_t>, grid, kThreads, stream, go, grad_bias, s);
     if (int status = check_launch(where)) return status;
   }

@@ -163,7 +163,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int64_t p = pixel_tile * kTileP + acc_pixel + 16 * j;
-      if (p < s.n_pixels) output[(b * s.out_channels + o) * s.n_pixels + p] = from_float<scalar_t>(acc[i][j] + bias_value);
+      if (p < s.n_pixels) {
+        output[(b * s.out_channels + o) * s.n_pixels + p] = from_float<scalar_t>(acc[i][j] + bias_value);
+      }
     }
   }
 }
@@ -200,6 +202,85 @@ __device__ __forceinline__ void stage_gradient_corners(const scalar_t* __restric
   sh->modulation[slot] = reads ? modulation : 0.f;
 }
 
+// grad_column[r] = sum over the conv group's outputs o of weight[o, c, k] * grad_out[b, o, p] for this
+// thread's channels c = c0 + row + 4r and pixel `slot`, in 64-output chunks staged in shared memory
+// (a grad_out chunk already staged, as when the group has at most 64 outputs, is kept).
+template <typename scalar_t>
+__device__ __forceinline__ void column_gradients(const scalar_t* __restrict__ grad_output,
+                                                 const scalar_t* __restrict__ weight, const Geometry& s, int64_t b,
+                                                 int64_t k, int64_t pixel_tile, int64_t conv_group, int64_t c0,
+                                                 int64_t segment_end, DataShared* sh, int64_t* staged_out,
+                                                 float grad_column[kTileC / kRows]) {
+  const int tid = static_cast<int>(threadIdx.x);
+  const int row = tid / kTileP, slot = tid % kTileP;
+  const int64_t group_begin = conv_group * s.channels_per_group;
+  const int64_t out_group_begin = conv_group * s.outs_per_group;
+  const int64_t out_group_end = out_group_begin + s.outs_per_group;
+  for (int r = 0; r < kTileC / kRows; ++r) grad_column[r] = 0.f;
+  for (int64_t o0 = out_group_begin; o0 < out_group_end; o0 += kTileOB) {
+    __syncthreads();  // nobody still reads the tiles about to be replaced
+    if (o0 != *staged_out) {
+      for (int e = tid; e < kTileOB * kTileP; e += kThreads) {
+        const int local_out = e / kTileP, local_p = e % kTileP;
+        const int64_t o = o0 + local_out, p = pixel_tile * kTileP + local_p;
+        sh->grad_out[local_out][local_p] =
+            (o < out_group_end && p < s.n_pixels) ? to_float(grad_output[(b * s.out_channels + o) * s.n_pixels + p])
+                                                  : 0.f;
+      }
+      *staged_out = o0;
+    }
+    for (int e = tid; e < kTileC * kTileOB; e += kThreads) {
+      const int local_c = e / kTileOB, local_out = e % kTileOB;
+      const int64_t o = o0 + local_out, c = c0 + local_c;
+      sh->filters_t[local_c][local_out] =
+          (o < out_group_end && c < segment_end)
+              ? to_float(weight[(o * s.channels_per_group + (c - group_begin)) * s.taps + k])
+              : 0.f;
+    }
+    __syncthreads();
+    const int outs = out_group_end - o0 < kTileOB ? static_cast<int>(out_group_end - o0) : kTileOB;
+    for (int local_out = 0; local_out < outs; ++local_out) {
+      const float go = sh->grad_out[local_out][slot];
+#pragma unroll
+      for (int r = 0; r < kTileC / kRows; ++r) {
+        grad_column[r] = fmaf(sh->filters_t[row + kRows * r][local_out], go, grad_column[r]);
+      }
+    }
+  }
+}
+
+// One channel's share at one pixel: the reductions towards grad mask (grad_column * sample) and
+// grad offset (grad_column * d sample / d y, x), and the scatter of grad_column * modulation *
+// corner weight into grad_input.
+template <typename scalar_t>
+__device__ __forceinline__ void channel_gradients(const scalar_t* __restrict__ plane, float* __restrict__ grad_plane,
+                                                  const DataShared& sh, int slot, float grad_column, bool needs_values,
+                                                  float* grad_y, float* grad_x, float* grad_m) {
+  if (needs_values) {
+    float sample = 0.f, dsy = 0.f, dsx = 0.f;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t index = sh.corners.index[q][slot];
+      if (index < 0) continue;
+      const float v = to_float(plane[index]);
+      sample = fmaf(sh.corners.weight[q][slot], v, sample);
+      dsy = fmaf(sh.dy[q][slot], v, dsy);
+      dsx = fmaf(sh.dx[q][slot], v, dsx);
+    }
+    *grad_m = fmaf(grad_column, sample, *grad_m);
+    *grad_y = fmaf(grad_column, dsy, *grad_y);
+    *grad_x = fmaf(grad_column, dsx, *grad_x);
+  }
+  if (grad_plane != nullptr) {
+    const float grad_sample = grad_column * sh.modulation[slot];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t index = sh.corners.index[q][slot];
+      if (index >= 0) atomicAdd(grad_plane + index, grad_sample * sh.corners.weight[q][slot]);
+    }
+  }
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     backward_data_kernel(const scalar_t* __restrict__ grad_output, const scalar_t* __restrict__ input,
@@ -220,79 +301,29 @@ __global__ void __launch_bounds__(kThreads)
   const scalar_t* image = input + b * s.in_channels * s.plane;
   float* grad_image = grad_input != nullptr ? grad_input + b * s.in_channels * s.plane : nullptr;
   const int64_t g_begin = g * s.channels_per_offset_group, g_end = g_begin + s.channels_per_offset_group;
-  int64_t staged_out = -1;  // first output channel of the grad_out tile in shared memory
+  int64_t staged_out = -1;  // first output channel of the grad_out chunk in shared memory
 
   for (int64_t k = 0; k < s.taps; ++k) {
     __syncthreads();  // the previous tap's corners and partial sums are no longer read
     if (tid < kTileP) stage_gradient_corners(offset, mask, s, b, g, k, pixel_tile, tid, &sh);
     __syncthreads();
     float grad_y = 0.f, grad_x = 0.f, grad_m = 0.f;  // this thread's channels, pixel `slot`
+    // The offset group's channels, one conv group's share (a contiguous segment) at a time.
     for (int64_t conv_group = g_begin / s.channels_per_group; conv_group <= (g_end - 1) / s.channels_per_group;
          ++conv_group) {
-      const int64_t group_begin = conv_group * s.channels_per_group;
-      const int64_t segment_begin = max(g_begin, group_begin);
-      const int64_t segment_end = min(g_end, group_begin + s.channels_per_group);
-      const int64_t out_group_begin = conv_group * s.outs_per_group, out_group_end = out_group_begin + s.outs_per_group;
+      const int64_t segment_begin = max(g_begin, conv_group * s.channels_per_group);
+      const int64_t segment_end = min(g_end, (conv_group + 1) * s.channels_per_group);
       for (int64_t c0 = segment_begin; c0 < segment_end; c0 += kTileC) {
-        float grad_column[kTileC / kRows] = {};
-        for (int64_t o0 = out_group_begin; o0 < out_group_end; o0 += kTileOB) {
-          __syncthreads();  // nobody still reads the tiles about to be replaced
-          if (o0 != staged_out) {
-            for (int e = tid; e < kTileOB * kTileP; e += kThreads) {
-              const int local_out = e / kTileP, local_p = e % kTileP;
-              const int64_t o = o0 + local_out, pp = pixel_tile * kTileP + local_p;
-              sh.grad_out[local_out][local_p] = (o < out_group_end && pp < s.n_pixels)
-                                                    ? to_float(grad_output[(b * s.out_channels + o) * s.n_pixels + pp])
-                                                    : 0.f;
-            }
-            staged_out = o0;
-          }
-          for (int e = tid; e < kTileC * kTileOB; e += kThreads) {
-            const int local_c = e / kTileOB, local_out = e % kTileOB;
-            const int64_t o = o0 + local_out, c = c0 + local_c;
-            sh.filters_t[local_c][local_out] =
-                (o < out_group_end && c < segment_end)
-                    ? to_float(weight[(o * s.channels_per_group + (c - group_begin)) * s.taps + k])
-                    : 0.f;
-          }
-          __syncthreads();
-          const int outs = out_group_end - o0 < kTileOB ? static_cast<int>(out_group_end - o0) : kTileOB;
-          for (int local_out = 0; local_out < outs; ++local_out) {
-            const float go = sh.grad_out[local_out][slot];
-#pragma unroll
-            for (int r = 0; r < kTileC / kRows; ++r) grad_column[r] = fmaf(sh.filters_t[row + kRows * r][local_out], go, grad_column[r]);
-          }
-        }
+        float grad_column[kTileC / kRows];
+        column_gradients(grad_output, weight, s, b, k, pixel_tile, conv_group, c0, segment_end, &sh, &staged_out,
+                         grad_column);
         if (!pixel_ok) continue;
 #pragma unroll
         for (int r = 0; r < kTileC / kRows; ++r) {
           const int64_t c = c0 + row + kRows * r;
           if (c >= segment_end) continue;
-          if (needs_values) {
-            const scalar_t* plane = image + c * s.plane;
-            float sample = 0.f, dsy = 0.f, dsx = 0.f;
-#pragma unroll
-            for (int q = 0; q < 4; ++q) {
-              const int64_t index = sh.corners.index[q][slot];
-              if (index < 0) continue;
-              const float v = to_float(plane[index]);
-              sample = fmaf(sh.corners.weight[q][slot], v, sample);
-              dsy = fmaf(sh.dy[q][slot], v, dsy);
-              dsx = fmaf(sh.dx[q][slot], v, dsx);
-            }
-            grad_m = fmaf(grad_column[r], sample, grad_m);
-            grad_y = fmaf(grad_column[r], dsy, grad_y);
-            grad_x = fmaf(grad_column[r], dsx, grad_x);
-          }
-          if (grad_image != nullptr) {
-            const float grad_sample = grad_column[r] * sh.modulation[slot];
-            float* plane = grad_image + c * s.plane;
-#pragma unroll
-            for (int q = 0; q < 4; ++q) {
-              const int64_t index = sh.corners.index[q][slot];
-              if (index >= 0) atomicAdd(plane + index, grad_sample * sh.corners.weight[q][slot]);
-            }
-          }
+          channel_gradients(image + c * s.plane, grad_image != nullptr ? grad_image + c * s.plane : nullptr, sh, slot,
+                            grad_column[r], needs_values, &grad_y, &grad_x, &grad_m);
         }
       }
     }
