@@ -95,6 +95,7 @@ Geometry geometry_of(const Sizes& s) {
   g.height = s.height;
   g.width = s.width;
   g.out_channels = s.out_channels;
+  g.kernel_h = s.kernel_h;
   g.kernel_w = s.kernel_w;
   g.taps = s.kernel_h * s.kernel_w;
   g.out_w = s.out_w;

@@ -19,6 +19,9 @@ namespace jmipose {
 namespace jrg {
 
 #define JRG_INLINE inline __attribute__((always_inline))
+// Everything a cloned kernel calls must be inlined into it: an out-of-line callee (a lambda
+// included) would be compiled for the baseline target only.
+#define JRG_LAMBDA_INLINE __attribute__((always_inline))
 
 template <typename T>
 struct SimdOf;
@@ -32,6 +35,12 @@ struct SimdOf<double> {
 };
 template <typename T>
 using Simd = typename SimdOf<T>::type;
+template <typename T>
+struct HalfSimdOf {
+  typedef T type __attribute__((vector_size(16)));
+};
+template <typename T>
+using HalfSimd = typename HalfSimdOf<T>::type;
 template <typename T>
 constexpr int kLanes = 32 / static_cast<int>(sizeof(T));
 
@@ -56,10 +65,31 @@ JRG_INLINE T horizontal_sum(Simd<T> v) {
   for (int i = 0; i < kLanes<T>; ++i) sum += v[i];
   return sum;
 }
+// Loads, stores and sums for any width V: a full vector, a half vector or the scalar T itself.
+template <typename V, typename T>
+JRG_INLINE V load_as(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename V, typename T>
+JRG_INLINE void store_as(T* p, V v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+template <typename T, typename V>
+JRG_INLINE T sum_lanes(V v) {
+  if constexpr (sizeof(V) == sizeof(T)) {
+    return v;
+  } else {
+    T sum = T(0);
+    for (int i = 0; i < static_cast<int>(sizeof(V) / sizeof(T)); ++i) sum += v[i];
+    return sum;
+  }
+}
 
 // Everything a tile kernel needs to know about the problem (sizes of one call).
 struct Geometry {
-  int64_t in_channels, height, width, out_channels, kernel_w, taps, out_w, out_pixels;
+  int64_t in_channels, height, width, out_channels, kernel_h, kernel_w, taps, out_w, out_pixels;
   int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
   int64_t groups, offset_groups, in_per_group, out_per_group, in_per_offset_group;
   int64_t col_stride;  // elements per column-tile row: taps * in_channels
@@ -137,29 +167,39 @@ struct ChannelRun {
   int64_t offset_group, conv_group, begin, end;
 };
 
-// Where tap k of output pixel `pixel` samples, and its modulation (1 without a mask).
+// Where a tap of an output pixel samples, and its modulation (1 without a mask).
 template <typename T>
 struct TapSample {
   T y, x, modulation;
 };
 
-template <typename T>
-JRG_INLINE TapSample<T> tap_sample(const Geometry& g, const T* offset, const T* mask, int64_t pixel,
-                                   int64_t offset_group, int64_t k) {
+// Calls visit(offset_group, k, sample) for every offset group and tap k of output pixel `pixel`, in
+// that order.  One division per pixel; the taps are walked, not divided out.
+template <typename T, typename Visit>
+JRG_INLINE void for_each_tap(const Geometry& g, const T* offset, const T* mask, int64_t pixel, Visit&& visit) {
   const int64_t oy = pixel / g.out_w, ox = pixel - oy * g.out_w;
-  const int64_t ky = k / g.kernel_w, kx = k - ky * g.kernel_w;
-  const int64_t channel = offset_group * g.taps + k;
-  TapSample<T> s;
-  s.y = sampling_coordinate<T>(oy, ky, g.stride_h, g.pad_h, g.dil_h, offset[(2 * channel) * g.out_pixels + pixel]);
-  s.x = sampling_coordinate<T>(ox, kx, g.stride_w, g.pad_w, g.dil_w, offset[(2 * channel + 1) * g.out_pixels + pixel]);
-  s.modulation = mask != nullptr ? mask[channel * g.out_pixels + pixel] : T(1);
-  return s;
+  const T* offset_p = offset + pixel;
+  const T* mask_p = mask != nullptr ? mask + pixel : nullptr;
+  int64_t channel = 0;  // offset_group * taps + k
+  for (int64_t og = 0; og < g.offset_groups; ++og) {
+    int64_t k = 0;
+    for (int64_t ky = 0; ky < g.kernel_h; ++ky) {
+      for (int64_t kx = 0; kx < g.kernel_w; ++kx, ++k, ++channel) {
+        TapSample<T> s;
+        s.y = sampling_coordinate<T>(oy, ky, g.stride_h, g.pad_h, g.dil_h, offset_p[(2 * channel) * g.out_pixels]);
+        s.x = sampling_coordinate<T>(ox, kx, g.stride_w, g.pad_w, g.dil_w, offset_p[(2 * channel + 1) * g.out_pixels]);
+        s.modulation = mask_p != nullptr ? mask_p[channel * g.out_pixels] : T(1);
+        visit(og, k, s);
+      }
+    }
+  }
 }
 
 // col[c] = sum over valid corners of modulation*weight * image[corner][c], c < count.
 template <typename T>
 JRG_INLINE void gather_run(const BilinearCorners<T>& corners, T modulation, const T* image, int64_t in_channels,
                            int64_t count, T* __restrict col) {
+  constexpr int L = kLanes<T>;
   if (corners.valid[0] && corners.valid[1] && corners.valid[2] && corners.valid[3]) {
     const T* __restrict v0 = image + corners.index[0] * in_channels;
     const T* __restrict v1 = image + corners.index[1] * in_channels;
@@ -167,7 +207,19 @@ JRG_INLINE void gather_run(const BilinearCorners<T>& corners, T modulation, cons
     const T* __restrict v3 = image + corners.index[3] * in_channels;
     const T w0 = modulation * corners.weight[0], w1 = modulation * corners.weight[1];
     const T w2 = modulation * corners.weight[2], w3 = modulation * corners.weight[3];
-    for (int64_t c = 0; c < count; ++c) col[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
+    auto step = [&](int64_t c, auto lanes) JRG_LAMBDA_INLINE {
+      using V = decltype(lanes);
+      store_as<V>(col + c, w0 * load_as<V>(v0 + c) + w1 * load_as<V>(v1 + c) + w2 * load_as<V>(v2 + c) +
+                               w3 * load_as<V>(v3 + c));
+    };
+    // Full vectors, then one half vector (a run of 12 channels = 8 + 4), then scalars.
+    int64_t c = 0;
+    for (; c + L <= count; c += L) step(c, Simd<T>{});
+    if (c + L / 2 <= count) {
+      step(c, HalfSimd<T>{});
+      c += L / 2;
+    }
+    for (; c < count; ++c) step(c, T(0));
     return;
   }
   for (int64_t c = 0; c < count; ++c) col[c] = T(0);
@@ -186,23 +238,49 @@ JMIPOSE_CPU_CLONES void sample_columns(const Geometry& g, const ChannelRun* runs
                                        const T* offset, const T* mask, int64_t first, int64_t count, T* col) {
   for (int64_t p = 0; p < count; ++p) {
     T* col_row = col + p * g.col_stride;
-    for (int64_t r = 0; r < run_count; ++r) {
-      const ChannelRun& run = runs[r];
-      const int64_t width = run.end - run.begin;
-      for (int64_t k = 0; k < g.taps; ++k) {
+    for_each_tap(g, offset, mask, first + p, [&](int64_t og, int64_t k, const TapSample<T>& s) JRG_LAMBDA_INLINE {
+      const bool inside = sample_inside(s.y, s.x, g.height, g.width);
+      BilinearCorners<T> corners;
+      if (inside) bilinear_corners(s.y, s.x, g.height, g.width, &corners);
+      for (int64_t r = 0; r < run_count; ++r) {
+        const ChannelRun& run = runs[r];
+        if (run.offset_group != og) continue;
+        const int64_t width = run.end - run.begin;
         T* dst = col_row + (run.conv_group * g.taps + k) * g.in_per_group + (run.begin - run.conv_group * g.in_per_group);
-        const TapSample<T> s = tap_sample(g, offset, mask, first + p, run.offset_group, k);
-        if (!sample_inside(s.y, s.x, g.height, g.width)) {
+        if (inside) {
+          gather_run(corners, s.modulation, image + run.begin, g.in_channels, width, dst);
+        } else {
           for (int64_t c = 0; c < width; ++c) dst[c] = T(0);
-          continue;
         }
-        BilinearCorners<T> corners;
-        bilinear_corners(s.y, s.x, g.height, g.width, &corners);
-        gather_run(corners, s.modulation, image + run.begin, g.in_channels, width, dst);
+      }
+    });
+  }
+}
+
+// The backward's work on the channels of one sample whose four corners are all inside the image:
+// step<V>(c, dots) handles channels [c, c + width of V) with V a full vector, a half vector or T.
+template <typename T, bool kDots, bool kColumns, bool kInputGrad>
+struct InteriorCorners {
+  const T* __restrict value[4];  // image[corner k] (channels-last)
+  T* __restrict grad[4];         // grad_image[corner k]
+  const T* __restrict cg;        // column gradient
+  T* __restrict col;             // forward column
+  T weight[4];                   // modulation * bilinear weight
+
+  template <typename V>
+  JRG_INLINE void step(int64_t c, V dots[4]) const {
+    V a[4];
+    for (int k = 0; k < 4; ++k) a[k] = load_as<V>(value[k] + c);
+    if (kColumns) store_as<V>(col + c, weight[0] * a[0] + weight[1] * a[1] + weight[2] * a[2] + weight[3] * a[3]);
+    if (kDots || kInputGrad) {
+      const V gc = load_as<V>(cg + c);
+      for (int k = 0; k < 4; ++k) {
+        if (kDots) dots[k] += gc * a[k];
+        if (kInputGrad) store_as<V>(grad[k] + c, load_as<V>(grad[k] + c) + weight[k] * gc);
       }
     }
   }
-}
+};
 
 // Per tap and channel run of the backward: given the column gradient cg[c] (= W^T grad_out), add
 // dots[k] += sum_c cg[c]*image[corner k][c] (for the offset and mask gradients), write the forward
@@ -215,58 +293,27 @@ JRG_INLINE void backward_run(const BilinearCorners<T>& corners, bool inside, T m
   constexpr int L = kLanes<T>;
   // All four corners valid implies inside (the -1 border line has an invalid row or column).
   if (corners.valid[0] && corners.valid[1] && corners.valid[2] && corners.valid[3]) {
-    const T* __restrict v0 = image + corners.index[0] * in_channels;
-    const T* __restrict v1 = image + corners.index[1] * in_channels;
-    const T* __restrict v2 = image + corners.index[2] * in_channels;
-    const T* __restrict v3 = image + corners.index[3] * in_channels;
-    T* __restrict g0 = kInputGrad ? grad_image + corners.index[0] * in_channels : nullptr;
-    T* __restrict g1 = kInputGrad ? grad_image + corners.index[1] * in_channels : nullptr;
-    T* __restrict g2 = kInputGrad ? grad_image + corners.index[2] * in_channels : nullptr;
-    T* __restrict g3 = kInputGrad ? grad_image + corners.index[3] * in_channels : nullptr;
-    const T w0 = modulation * corners.weight[0], w1 = modulation * corners.weight[1];
-    const T w2 = modulation * corners.weight[2], w3 = modulation * corners.weight[3];
-    Simd<T> d0{}, d1{}, d2{}, d3{};
+    InteriorCorners<T, kDots, kColumns, kInputGrad> pass;
+    for (int k = 0; k < 4; ++k) {
+      pass.value[k] = image + corners.index[k] * in_channels;
+      pass.grad[k] = kInputGrad ? grad_image + corners.index[k] * in_channels : nullptr;
+      pass.weight[k] = modulation * corners.weight[k];
+    }
+    pass.cg = cg;
+    pass.col = col;
+    // Full vectors, then one half vector (a run of 12 channels = 8 + 4), then scalars.
+    Simd<T> full[4] = {};
+    HalfSimd<T> half[4] = {};
+    T single[4] = {};
     int64_t c = 0;
-    for (; c + L <= count; c += L) {
-      const Simd<T> a0 = load(v0 + c), a1 = load(v1 + c), a2 = load(v2 + c), a3 = load(v3 + c);
-      if (kColumns) store<T>(col + c, w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3);
-      if (kDots || kInputGrad) {
-        const Simd<T> gc = load(cg + c);
-        if (kDots) {
-          d0 += gc * a0;
-          d1 += gc * a1;
-          d2 += gc * a2;
-          d3 += gc * a3;
-        }
-        if (kInputGrad) {
-          store<T>(g0 + c, load(g0 + c) + w0 * gc);
-          store<T>(g1 + c, load(g1 + c) + w1 * gc);
-          store<T>(g2 + c, load(g2 + c) + w2 * gc);
-          store<T>(g3 + c, load(g3 + c) + w3 * gc);
-        }
-      }
+    for (; c + L <= count; c += L) pass.step(c, full);
+    if (c + L / 2 <= count) {
+      pass.step(c, half);
+      c += L / 2;
     }
-    T s0 = horizontal_sum<T>(d0), s1 = horizontal_sum<T>(d1), s2 = horizontal_sum<T>(d2), s3 = horizontal_sum<T>(d3);
-    for (; c < count; ++c) {
-      if (kColumns) col[c] = w0 * v0[c] + w1 * v1[c] + w2 * v2[c] + w3 * v3[c];
-      if (kDots) {
-        s0 += cg[c] * v0[c];
-        s1 += cg[c] * v1[c];
-        s2 += cg[c] * v2[c];
-        s3 += cg[c] * v3[c];
-      }
-      if (kInputGrad) {
-        g0[c] += w0 * cg[c];
-        g1[c] += w1 * cg[c];
-        g2[c] += w2 * cg[c];
-        g3[c] += w3 * cg[c];
-      }
-    }
+    for (; c < count; ++c) pass.step(c, single);
     if (kDots) {
-      dots[0] += s0;
-      dots[1] += s1;
-      dots[2] += s2;
-      dots[3] += s3;
+      for (int k = 0; k < 4; ++k) dots[k] += sum_lanes<T>(full[k]) + sum_lanes<T>(half[k]) + single[k];
     }
     return;
   }
@@ -301,9 +348,7 @@ JRG_INLINE void backward_tile(const Geometry& g, const ChannelRun* runs, int64_t
                               T* col_tile, T* grad_image, T* grad_offset, T* grad_mask) {
   for (int64_t p = 0; p < count; ++p) {
     const int64_t pixel = first + p;
-    for (int64_t og = 0; og < g.offset_groups; ++og) {
-      for (int64_t k = 0; k < g.taps; ++k) {
-        const TapSample<T> s = tap_sample(g, offset, mask, pixel, og, k);
+    for_each_tap(g, offset, mask, pixel, [&](int64_t og, int64_t k, const TapSample<T>& s) JRG_LAMBDA_INLINE {
         const bool inside = sample_inside(s.y, s.x, g.height, g.width);
         const bool has_gradient = gradient_inside(s.y, s.x, g.height, g.width);
         BilinearCorners<T> corners;
@@ -326,7 +371,7 @@ JRG_INLINE void backward_tile(const Geometry& g, const ChannelRun* runs, int64_t
           backward_run<T, kDots, kColumns, kInputGrad>(corners, inside, s.modulation, image + run.begin, g.in_channels,
                                                        width, cg, col, grad_run, dots);
         }
-        if (!kDots) continue;
+        if (!kDots) return;
         const int64_t channel = og * g.taps + k;
         T grad_y = T(0), grad_x = T(0), grad_m = T(0);
         if (has_gradient) {
@@ -341,8 +386,7 @@ JRG_INLINE void backward_tile(const Geometry& g, const ChannelRun* runs, int64_t
           grad_offset[(2 * channel + 1) * g.out_pixels + pixel] = grad_x;
         }
         if (grad_mask != nullptr) grad_mask[channel * g.out_pixels + pixel] = grad_m;
-      }
-    }
+    });
   }
 }
 
