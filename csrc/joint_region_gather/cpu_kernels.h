@@ -13,15 +13,21 @@
 #include "common/macros.h"
 #include "joint_region_gather/math.h"
 
-#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors never cross a non-inlined call here
+// 32-byte vectors are passed and returned only between always-inline functions here, so the
+// baseline clone's ABI for them never matters.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace jmipose {
 namespace jrg {
+// Internal linkage: only cpu.cpp includes this header, and GCC would otherwise export the ifunc
+// symbols of the cloned templates from the library despite -fvisibility=hidden.
+namespace {
 
 #define JRG_INLINE inline __attribute__((always_inline))
 // Everything a cloned kernel calls must be inlined into it: an out-of-line callee (a lambda
 // included) would be compiled for the baseline target only.
 #define JRG_LAMBDA_INLINE __attribute__((always_inline))
+#define JRG_KERNEL JMIPOSE_CPU_CLONES
 
 template <typename T>
 struct SimdOf;
@@ -56,11 +62,11 @@ JRG_INLINE Simd<T> load(const T* p) {
   return v;
 }
 template <typename T>
-JRG_INLINE void store(T* p, Simd<T> v) {
+JRG_INLINE void store(T* p, const Simd<T>& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 template <typename T>
-JRG_INLINE T horizontal_sum(Simd<T> v) {
+JRG_INLINE T horizontal_sum(const Simd<T>& v) {
   T sum = T(0);
   for (int i = 0; i < kLanes<T>; ++i) sum += v[i];
   return sum;
@@ -73,11 +79,11 @@ JRG_INLINE V load_as(const T* p) {
   return v;
 }
 template <typename V, typename T>
-JRG_INLINE void store_as(T* p, V v) {
+JRG_INLINE void store_as(T* p, const V& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 template <typename T, typename V>
-JRG_INLINE T sum_lanes(V v) {
+JRG_INLINE T sum_lanes(const V& v) {
   if constexpr (sizeof(V) == sizeof(T)) {
     return v;
   } else {
@@ -137,7 +143,7 @@ JRG_INLINE void micro_kernel(int64_t depth, const T* a, int64_t a_row, int64_t a
 // C[m x n] (+)= A[m x depth] B[depth x n].  B's columns come in panels of kNR: panel j starts at
 // b + j*b_panel (packed weights: b_panel = depth*kNR; a plain row-major matrix: b_panel = kNR).
 template <typename T>
-JMIPOSE_CPU_CLONES void gemm(int64_t m, int64_t n, int64_t depth, const T* a, int64_t a_row, int64_t a_col,
+JRG_KERNEL void gemm(int64_t m, int64_t n, int64_t depth, const T* a, int64_t a_row, int64_t a_col,
                              const T* b, int64_t b_row, int64_t b_panel, T* c, int64_t c_row, bool accumulate) {
   constexpr int64_t NR = kNR<T>;
   for (int64_t j0 = 0, panel = 0; j0 < n; j0 += NR, ++panel) {
@@ -195,6 +201,21 @@ JRG_INLINE void for_each_tap(const Geometry& g, const T* offset, const T* mask, 
   }
 }
 
+// The forward's work on the channels of one sample whose four corners are all inside the image:
+// step<V>(c) handles channels [c, c + width of V) with V a full vector, a half vector or T.
+template <typename T>
+struct InteriorGather {
+  const T* __restrict value[4];  // image[corner k] (channels-last)
+  T weight[4];                   // modulation * bilinear weight
+  T* __restrict col;
+
+  template <typename V>
+  JRG_INLINE void step(int64_t c) const {
+    store_as<V>(col + c, weight[0] * load_as<V>(value[0] + c) + weight[1] * load_as<V>(value[1] + c) +
+                             weight[2] * load_as<V>(value[2] + c) + weight[3] * load_as<V>(value[3] + c));
+  }
+};
+
 // col[c] = sum over valid corners of modulation*weight * image[corner][c], c < count.
 template <typename T>
 JRG_INLINE void gather_run(const BilinearCorners<T>& corners, T modulation, const T* image, int64_t in_channels,
@@ -207,19 +228,15 @@ JRG_INLINE void gather_run(const BilinearCorners<T>& corners, T modulation, cons
     const T* __restrict v3 = image + corners.index[3] * in_channels;
     const T w0 = modulation * corners.weight[0], w1 = modulation * corners.weight[1];
     const T w2 = modulation * corners.weight[2], w3 = modulation * corners.weight[3];
-    auto step = [&](int64_t c, auto lanes) JRG_LAMBDA_INLINE {
-      using V = decltype(lanes);
-      store_as<V>(col + c, w0 * load_as<V>(v0 + c) + w1 * load_as<V>(v1 + c) + w2 * load_as<V>(v2 + c) +
-                               w3 * load_as<V>(v3 + c));
-    };
+    InteriorGather<T> pass{{v0, v1, v2, v3}, {w0, w1, w2, w3}, col};
     // Full vectors, then one half vector (a run of 12 channels = 8 + 4), then scalars.
     int64_t c = 0;
-    for (; c + L <= count; c += L) step(c, Simd<T>{});
+    for (; c + L <= count; c += L) pass.template step<Simd<T>>(c);
     if (c + L / 2 <= count) {
-      step(c, HalfSimd<T>{});
+      pass.template step<HalfSimd<T>>(c);
       c += L / 2;
     }
-    for (; c < count; ++c) step(c, T(0));
+    for (; c < count; ++c) pass.template step<T>(c);
     return;
   }
   for (int64_t c = 0; c < count; ++c) col[c] = T(0);
@@ -234,7 +251,7 @@ JRG_INLINE void gather_run(const BilinearCorners<T>& corners, T modulation, cons
 // Forward sampling of one tile: col rows [0, count) for output pixels [first, first + count).
 // image: one image channels-last [H*W][Cin]; offset/mask: that image's planes.
 template <typename T>
-JMIPOSE_CPU_CLONES void sample_columns(const Geometry& g, const ChannelRun* runs, int64_t run_count, const T* image,
+JRG_KERNEL void sample_columns(const Geometry& g, const ChannelRun* runs, int64_t run_count, const T* image,
                                        const T* offset, const T* mask, int64_t first, int64_t count, T* col) {
   for (int64_t p = 0; p < count; ++p) {
     T* col_row = col + p * g.col_stride;
@@ -392,7 +409,7 @@ JRG_INLINE void backward_tile(const Geometry& g, const ChannelRun* runs, int64_t
 
 // Backward sampling of one tile (see backward_run); grad_offset/grad_mask/grad_image may be null.
 template <typename T>
-JMIPOSE_CPU_CLONES void backward_columns(const Geometry& g, const ChannelRun* runs, int64_t run_count,
+JRG_KERNEL void backward_columns(const Geometry& g, const ChannelRun* runs, int64_t run_count,
                                          const T* image, const T* offset, const T* mask, int64_t first,
                                          int64_t count, const T* cg_tile, T* col_tile, T* grad_image,
                                          T* grad_offset, T* grad_mask) {
@@ -412,5 +429,6 @@ JMIPOSE_CPU_CLONES void backward_columns(const Geometry& g, const ChannelRun* ru
 #undef JRG_BACKWARD_TILE
 }
 
+}  // namespace
 }  // namespace jrg
 }  // namespace jmipose
