@@ -10,7 +10,9 @@ the median and the inter-quartile range are reported.
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` around one call; on the CPU (torch keeps
 no allocator statistics there), each measurement runs once more in a fresh subprocess that builds
 the inputs, warms up, resets the kernel's peak-RSS counter (``/proc/self/clear_refs`` = 5), runs
-one call and reports VmHWM - VmRSS: the resident memory the call adds at its peak, inputs excluded.
+one call and reports VmHWM - VmRSS: the resident memory the call adds at its peak, inputs excluded
+(glibc runs with a fixed mmap threshold there, so freed blocks leave the process and are counted
+again when reused).
 
     python benchmarks/bench_joint_region_gather.py            # every shape, Markdown table
     python benchmarks/bench_joint_region_gather.py --quick    # the target shape and the smallest one
@@ -155,6 +157,11 @@ def make_call(case: dict):
                 out.backward(grad_output)
         return out
 
+    def release():
+        for leaf in leaves:
+            leaf.grad = None
+
+    call.release = release  # drops the gradients of the last call
     return call
 
 
@@ -209,6 +216,7 @@ def _peak_memory_here(case: dict) -> int:
     call = make_call(case)
     call()  # warm-up: compilation, library loading, first-touch of lazily allocated buffers
     _sync(case["device"])
+    call.release()
     gc.collect()
     if case["device"].startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -227,7 +235,11 @@ def peak_memory(case: dict) -> int | None:
     """Peak extra memory of one call, measured in a fresh process (see the module docstring)."""
     if case["device"].startswith("cuda"):
         return _peak_memory_here(case)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    # A fixed mmap threshold makes glibc return every large block to the kernel on free (the
+    # default threshold grows after the first free and freed blocks would then stay resident, so
+    # a call after warm-up would reuse them unseen).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]),
+           "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
     proc = subprocess.run([sys.executable, __file__, "--peak-memory", json.dumps(case)], capture_output=True,
                           text=True, env=env, check=False)
     if proc.returncode != 0:
