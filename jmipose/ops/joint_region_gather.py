@@ -1,6 +1,6 @@
 """Op A: the heatmap-guided joint-region gather (modulated deformable convolution, DCNv2).
 
-Semantics are exactly those of ``torchvision.ops.deform_conv2d``:
+Semantics are exactly those of ``torchvision.ops.deform_conv2d`` (a drop-in replacement):
 
     out[b, o, y, x] = bias[o] + sum_{c in group(o)} sum_{i, j} weight[o, c, i, j]
                       * mask[b, g(c)*K + i*kw + j, y, x]
@@ -10,26 +10,63 @@ Semantics are exactly those of ``torchvision.ops.deform_conv2d``:
 
 with K = kh*kw taps, g(c) the offset group of input channel c (Cin/G consecutive channels per
 group), conv groups inferred from ``weight`` and bilinear sampling that reads zero outside the
-image.  A non-finite sampling coordinate (NaN or inf offset) reads zero.
+image: a sample is non-zero only for -1 < py < H and -1 < px < W, and each of its four corners is
+read only when it lies inside the image.  Gradients are torchvision's too, including the border:
+the offset gradient on the line py = -1 (or px = -1) is the derivative from inside the image.
 
-This module currently holds the eager reference and the public function; the fused backends (C++
-CPU, CUDA, Triton), ``torch.library.custom_op`` registration and full argument checks are added
-by the op's own issue, behind this same function name.
+Non-finite offsets (NaN, +-inf, or so large that the coordinate leaves the image) are defined: the
+sample reads zero and every gradient through it (offset, mask, input) is zero; no backend ever
+converts such a coordinate to an integer or reads memory for it.  (torchvision leaves this case
+undefined.)
+
+Backends (``backend=``; None picks the fastest live one for the device):
+
+=========  ===============================================  ==============================
+backend    implementation                                    dtypes
+=========  ===============================================  ==============================
+reference  eager PyTorch below (the definition of truth)     float32, float64
+cpp        fused C++ CPU kernel (csrc/joint_region_gather)   float32, float64
+cuda       fused CUDA kernel (csrc/joint_region_gather)      float32, float16, bfloat16
+triton     Triton kernels (jmipose/kernels)                  float32, float16, bfloat16
+=========  ===============================================  ==============================
+
+float16/bfloat16 accumulate in float32.  The op is ``torch.ops.jmipose.joint_region_gather``
+(``torch.library.custom_op`` with a fake kernel) and its backward is the separate op
+``torch.ops.jmipose.joint_region_gather_backward``, so forward and backward both trace under
+``torch.compile(fullgraph=True)``.  Reference: Zhu et al., "Deformable ConvNets v2" (CVPR 2019).
 """
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import Tensor
 
+from jmipose.ops import _backends
+from jmipose.ops._checks import check_float_tensor, check_same_device_dtype
+
+_OP = "joint_region_gather"
+_SUPPORTED = ("reference", "cpp", "cuda", "triton")
+_DTYPES = {
+    "reference": (torch.float32, torch.float64),
+    "cpp": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float16, torch.bfloat16),
+    "triton": (torch.float32, torch.float16, torch.bfloat16),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference
+
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
-    pair = tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
-        raise ValueError(f"joint_region_gather: {name} must be an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return (value[0], value[1])
+    raise TypeError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
 
 
 def _bilinear_gather(image: Tensor, py: Tensor, px: Tensor) -> Tensor:
@@ -39,8 +76,10 @@ def _bilinear_gather(image: Tensor, py: Tensor, px: Tensor) -> Tensor:
     finite = torch.isfinite(py) & torch.isfinite(px)
     py = torch.where(finite, py, torch.full_like(py, -2.0))
     px = torch.where(finite, px, torch.full_like(px, -2.0))
-    # Anything at or beyond one pixel outside reads zero; clamping keeps the index math finite.
-    inside = finite & (py > -1) & (py < h) & (px > -1) & (px < w)
+    # Samples with py <= -1, py >= H (likewise x) read zero.  The closed bound at -1 keeps the
+    # offset gradient there (torchvision's one-sided derivative); the value is still zero because
+    # the only corner inside the image has weight 0.  Clamping keeps the index math finite.
+    inside = finite & (py >= -1) & (py < h) & (px >= -1) & (px < w)
     py = py.clamp(-1, h)
     px = px.clamp(-1, w)
     y0 = torch.floor(py)
@@ -59,30 +98,38 @@ def _bilinear_gather(image: Tensor, py: Tensor, px: Tensor) -> Tensor:
     return result
 
 
+def _sampling_points(input: Tensor, offset: Tensor, weight: Tensor, stride: tuple[int, int],
+                     padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Where every tap of every output pixel reads: (py, px), each [B, G, K, Hout, Wout]."""
+    batch = input.shape[0]
+    kh, kw = weight.shape[2], weight.shape[3]
+    taps = kh * kw
+    offset_groups = offset.shape[1] // (2 * taps)
+    out_h, out_w = offset.shape[2], offset.shape[3]
+    options = {"device": input.device, "dtype": input.dtype}
+    oy = torch.arange(out_h, **options) * stride[0] - padding[0]
+    ox = torch.arange(out_w, **options) * stride[1] - padding[1]
+    ky = torch.arange(kh, **options).repeat_interleave(kw) * dilation[0]
+    kx = torch.arange(kw, **options).repeat(kh) * dilation[1]
+    # base sampling positions [K, Hout, Wout]
+    base_y = ky[:, None, None] + oy[None, :, None]
+    base_x = kx[:, None, None] + ox[None, None, :]
+    off = offset.reshape(batch, offset_groups, taps, 2, out_h, out_w)
+    return base_y + off[:, :, :, 0], base_x + off[:, :, :, 1]
+
+
 def joint_region_gather_reference(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None,
                                   stride: int | tuple[int, int] = (1, 1), padding: int | tuple[int, int] = (0, 0),
                                   dilation: int | tuple[int, int] = (1, 1), mask: Tensor | None = None) -> Tensor:
     """Eager PyTorch definition of the op (readable, differentiable by autograd)."""
-    stride_h, stride_w = _pair(stride, "stride")
-    pad_h, pad_w = _pair(padding, "padding")
-    dil_h, dil_w = _pair(dilation, "dilation")
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     batch, in_channels, height, width = input.shape
     out_channels, channels_per_group, kh, kw = weight.shape
     groups = in_channels // channels_per_group
     taps = kh * kw
     offset_groups = offset.shape[1] // (2 * taps)
     out_h, out_w = offset.shape[2], offset.shape[3]
-
-    oy = torch.arange(out_h, device=input.device, dtype=input.dtype) * stride_h - pad_h
-    ox = torch.arange(out_w, device=input.device, dtype=input.dtype) * stride_w - pad_w
-    ky = torch.arange(kh, device=input.device, dtype=input.dtype).repeat_interleave(kw) * dil_h
-    kx = torch.arange(kw, device=input.device, dtype=input.dtype).repeat(kh) * dil_w
-    # base sampling positions [K, Hout, Wout]
-    base_y = ky[:, None, None] + oy[None, :, None]
-    base_x = kx[:, None, None] + ox[None, None, :]
-    off = offset.reshape(batch, offset_groups, taps, 2, out_h, out_w)
-    py = base_y + off[:, :, :, 0]  # [B, G, K, Hout, Wout]
-    px = base_x + off[:, :, :, 1]
+    py, px = _sampling_points(input, offset, weight, stride, padding, dilation)  # [B, G, K, Hout, Wout]
     modulation = (mask.reshape(batch, offset_groups, taps, out_h, out_w) if mask is not None
                   else torch.ones_like(py))
 
@@ -100,16 +147,329 @@ def joint_region_gather_reference(input: Tensor, offset: Tensor, weight: Tensor,
     return out
 
 
+def _bilinear_corners(py: Tensor, px: Tensor, height: int, width: int) -> list[tuple[Tensor, ...]]:
+    """The four corners of each sampling point [N, P]: (flat index clamped into the image, bilinear
+    weight, d weight/dy, d weight/dx), the last three zero for a corner outside the image and for a
+    point outside the gradient domain -1 <= py < H, -1 <= px < W (non-finite points included)."""
+    inside = (py >= -1) & (py < height) & (px >= -1) & (px < width)  # False for NaN/inf
+    py = torch.where(inside, py, torch.zeros_like(py))
+    px = torch.where(inside, px, torch.zeros_like(px))
+    y0, x0 = torch.floor(py), torch.floor(px)
+    ly, lx = py - y0, px - x0
+    y0, x0 = y0.long(), x0.long()
+    corners = []
+    for dy, wy, dwy in ((0, 1 - ly, -1.0), (1, ly, 1.0)):
+        for dx, wx, dwx in ((0, 1 - lx, -1.0), (1, lx, 1.0)):
+            yy, xx = y0 + dy, x0 + dx
+            valid = (inside & (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)).to(py.dtype)
+            index = yy.clamp(0, height - 1) * width + xx.clamp(0, width - 1)
+            corners.append((index, wy * wx * valid, dwy * wx * valid, wy * dwx * valid))
+    return corners
+
+
+def joint_region_gather_reference_backward(
+        grad_output: Tensor, input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor,
+        stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+        needs_input_grad: tuple[bool, ...] = (True,) * 5) -> list[Tensor | None]:
+    """The gradients of ``joint_region_gather_reference`` w.r.t. (input, offset, mask, weight,
+    bias), written out in eager PyTorch (the reference backend's backward; None where not needed):
+
+        columns       = mask * bilinear(input)                          [B, Cin*K, P]
+        grad_columns  = W^T grad_output                                 (per conv group)
+        grad_weight   = grad_output columns^T,   grad_bias = sum grad_output
+        grad_mask     = sum_c grad_columns * bilinear(input)
+        grad_input    = scatter of mask * grad_columns * corner weight to the four corners
+        grad_offset   = mask * sum_c grad_columns * sum_corners d(corner weight)/d(y, x) * input[corner]
+    """
+    batch, in_channels, height, width = input.shape
+    out_channels, channels_per_group, kh, kw = weight.shape
+    groups, taps = in_channels // channels_per_group, kh * kw
+    offset_groups = offset.shape[1] // (2 * taps)
+    out_h, out_w = offset.shape[2], offset.shape[3]
+    pixels, group_channels, n = out_h * out_w, in_channels // offset_groups, batch * offset_groups
+    need_input, need_offset, need_mask, need_weight, need_bias = needs_input_grad
+    py, px = _sampling_points(input, offset, weight, stride, padding, dilation)
+    corners = _bilinear_corners(py.reshape(n, -1), px.reshape(n, -1), height, width)
+    images = input.reshape(n, group_channels, height * width)
+    values = [torch.gather(images, 2, index.unsqueeze(1).expand(-1, group_channels, -1))
+              for index, *_ in corners]  # [N, Cg, K*P] each
+    samples = sum(w.unsqueeze(1) * v for (_, w, _, _), v in zip(corners, values))
+    modulation = mask.reshape(n, 1, taps * pixels) if mask is not None else torch.ones_like(samples[:, :1])
+    grad_out = grad_output.reshape(batch, groups, out_channels // groups, pixels)
+    w = weight.reshape(groups, out_channels // groups, channels_per_group * taps)
+    grads: list[Tensor | None] = [None] * 5
+    if need_weight:
+        columns = (samples * modulation).reshape(batch, groups, channels_per_group * taps, pixels)
+        grads[3] = torch.einsum("bgop,bgkp->gok", grad_out, columns).reshape(weight.shape)
+    if need_bias:
+        grads[4] = grad_output.sum(dim=(0, 2, 3))
+    if not (need_input or need_offset or need_mask):
+        return grads
+    grad_columns = torch.einsum("gok,bgop->bgkp", w, grad_out).reshape(n, group_channels, taps * pixels)
+    if need_mask and mask is not None:
+        grads[2] = (grad_columns * samples).sum(1).reshape(mask.shape)
+    grad_samples = grad_columns * modulation
+    if need_input:
+        grad_images = torch.zeros_like(images)
+        for (index, corner_weight, _, _) in corners:
+            grad_images.scatter_add_(2, index.unsqueeze(1).expand(-1, group_channels, -1),
+                                     grad_samples * corner_weight.unsqueeze(1))
+        grads[0] = grad_images.reshape(input.shape)
+    if need_offset:
+        dots = [(grad_samples * v).sum(1) for v in values]  # [N, K*P] per corner
+        grad_y = sum(dy * d for (_, _, dy, _), d in zip(corners, dots))
+        grad_x = sum(dx * d for (_, _, _, dx), d in zip(corners, dots))
+        grads[1] = torch.stack([grad_y.reshape(batch, offset_groups, taps, out_h, out_w),
+                                grad_x.reshape(batch, offset_groups, taps, out_h, out_w)], dim=3
+                               ).reshape(offset.shape)
+    return grads
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks
+
+
+def _output_size(size: int, kernel: int, stride: int, pad: int, dil: int) -> int:
+    return (size + 2 * pad - dil * (kernel - 1) - 1) // stride + 1
+
+
+def _check_arguments(input: object, offset: object, weight: object, bias: object, mask: object,
+                     stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> None:
+    """Raises TypeError/ValueError naming the argument, what was expected and what came."""
+    check_float_tensor(_OP, "input", input, 4)
+    check_float_tensor(_OP, "offset", offset, 4)
+    check_float_tensor(_OP, "weight", weight, 4)
+    if bias is not None:
+        check_float_tensor(_OP, "bias", bias, 1)
+    if mask is not None:
+        check_float_tensor(_OP, "mask", mask, 4)
+    check_same_device_dtype(_OP, {"input": input, "offset": offset, "weight": weight, "bias": bias, "mask": mask})
+    for name, (a, b), least in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        if a < least or b < least:
+            raise ValueError(f"{_OP}: {name} must be >= {least}, got ({a}, {b})")
+    batch, in_channels, height, width = input.shape
+    out_channels, channels_per_group, kh, kw = weight.shape
+    if out_channels == 0 or channels_per_group == 0 or kh == 0 or kw == 0:
+        raise ValueError(f"{_OP}: weight must be [out_channels, in_channels/groups, kh, kw] with no zero size, "
+                         f"got {tuple(weight.shape)}")
+    if in_channels % channels_per_group != 0:
+        raise ValueError(f"{_OP}: input channels ({in_channels}) must be a multiple of weight.shape[1] "
+                         f"(in_channels/groups = {channels_per_group}), got input {tuple(input.shape)}")
+    groups = in_channels // channels_per_group
+    if out_channels % groups != 0:
+        raise ValueError(f"{_OP}: weight.shape[0] (out_channels = {out_channels}) must be divisible by the "
+                         f"groups ({groups} = input channels {in_channels} / weight.shape[1] {channels_per_group})")
+    taps = kh * kw
+    out_h = _output_size(height, kh, stride[0], padding[0], dilation[0])
+    out_w = _output_size(width, kw, stride[1], padding[1], dilation[1])
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"{_OP}: output size must be positive, got ({out_h}, {out_w}) for input {height}x{width}, "
+                         f"kernel {kh}x{kw}, stride {stride}, padding {padding}, dilation {dilation}")
+    if offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
+        raise ValueError(f"{_OP}: offset.shape[1] must be a positive multiple of 2*kh*kw = {2 * taps} "
+                         f"(2 * offset_groups * kh * kw), got {offset.shape[1]}")
+    offset_groups = offset.shape[1] // (2 * taps)
+    if in_channels % offset_groups != 0:
+        raise ValueError(f"{_OP}: input channels ({in_channels}) must be divisible by the offset groups "
+                         f"({offset_groups} = offset.shape[1] {offset.shape[1]} / (2*{kh}*{kw}))")
+    expected = (batch, 2 * offset_groups * taps, out_h, out_w)
+    if tuple(offset.shape) != expected:
+        raise ValueError(f"{_OP}: offset must have shape {expected} [B, 2*G*kh*kw, Hout, Wout], "
+                         f"got {tuple(offset.shape)}")
+    if mask is not None and tuple(mask.shape) != (batch, offset_groups * taps, out_h, out_w):
+        raise ValueError(f"{_OP}: mask must have shape {(batch, offset_groups * taps, out_h, out_w)} "
+                         f"[B, G*kh*kw, Hout, Wout], got {tuple(mask.shape)}")
+    if bias is not None and tuple(bias.shape) != (out_channels,):
+        raise ValueError(f"{_OP}: bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+
+
+def _check_dtype(backend: str, dtype: torch.dtype) -> None:
+    if dtype not in _DTYPES[backend]:
+        allowed = ", ".join(str(d).replace("torch.", "") for d in _DTYPES[backend])
+        raise TypeError(f"{_OP}: backend {backend!r} supports {allowed}, got {dtype}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+
+
+def _geometry(input: Tensor, offset: Tensor, weight: Tensor) -> tuple[int, int]:
+    """(groups, offset_groups) of a call."""
+    groups = input.shape[1] // weight.shape[1]
+    offset_groups = offset.shape[1] // (2 * weight.shape[2] * weight.shape[3])
+    return groups, offset_groups
+
+
+def _size_args(input: Tensor, offset: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
+               dilation: tuple[int, int]) -> list[ctypes.c_int64]:
+    """The int64 sizes of the C ABI, in its order."""
+    groups, offset_groups = _geometry(input, offset, weight)
+    sizes = (*input.shape, weight.shape[0], weight.shape[2], weight.shape[3], offset.shape[2], offset.shape[3],
+             *stride, *padding, *dilation, groups, offset_groups)
+    return [ctypes.c_int64(int(v)) for v in sizes]
+
+
+def _forward(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor, bias: Tensor | None,
+             stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], backend: str) -> Tensor:
+    out_shape = (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+    if input.shape[0] == 0:
+        return input.new_zeros(out_shape)
+    if backend == "reference":
+        return joint_region_gather_reference(input, offset, weight, bias, stride, padding, dilation,
+                                             mask).contiguous()
+    input, offset, weight = input.contiguous(), offset.contiguous(), weight.contiguous()
+    mask = mask.contiguous() if mask is not None else None
+    bias = bias.contiguous() if bias is not None else None
+    if backend == "triton":
+        from jmipose.kernels.joint_region_gather import forward as triton_forward
+
+        return triton_forward(input, offset, mask, weight, bias, stride, padding, dilation,
+                              *_geometry(input, offset, weight))
+    output = input.new_empty(out_shape)
+    args = [_backends.ptr(t) for t in (input, offset, mask, weight, bias, output)]
+    args += _size_args(input, offset, weight, stride, padding, dilation) + [_backends.dtype_code(input)]
+    if backend == "cpp":
+        _backends.call_cpu("jmipose_joint_region_gather_forward_cpu", *args)
+    elif backend == "cuda":
+        _backends.call_cuda("jmipose_joint_region_gather_forward_cuda", *args, *_backends.cuda_stream_args(input))
+    else:
+        raise ValueError(f"{_OP}: unknown backend {backend!r}")
+    return output
+
+
+def _backward_compiled(grad_output: Tensor, input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor,
+                       stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
+                       needs: list[bool], backend: str) -> list[Tensor | None]:
+    """cpp and cuda: float32 gradient buffers for float16/bfloat16 inputs (the C ABI's contract)."""
+    tensors = [t.contiguous() if t is not None else None for t in (grad_output, input, offset, mask, weight)]
+    grad_output, input, offset, mask, weight = tensors
+    buffer_dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    like = (input, offset, mask, weight, weight.new_empty(weight.shape[0]))
+    grads = [torch.empty(t.shape, dtype=buffer_dtype, device=t.device) if need and t is not None else None
+             for t, need in zip(like, needs)]
+    args = [_backends.ptr(t) for t in (grad_output, input, offset, mask, weight, *grads)]
+    args += _size_args(input, offset, weight, stride, padding, dilation) + [_backends.dtype_code(input)]
+    if backend == "cpp":
+        _backends.call_cpu("jmipose_joint_region_gather_backward_cpu", *args)
+    else:
+        _backends.call_cuda("jmipose_joint_region_gather_backward_cuda", *args, *_backends.cuda_stream_args(input))
+    return [g.to(input.dtype) if g is not None else None for g in grads]
+
+
+def _backward(grad_output: Tensor, input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor,
+              stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], needs: list[bool],
+              backend: str) -> list[Tensor | None]:
+    """Gradients w.r.t. (input, offset, mask, weight, bias); None where ``needs`` is False."""
+    needs = [bool(n) for n in needs]
+    needs[2] = needs[2] and mask is not None
+    if input.shape[0] == 0:
+        like = (input, offset, mask, weight, weight.new_empty(weight.shape[0]))
+        return [torch.zeros_like(t) if need else None for t, need in zip(like, needs)]
+    if backend == "reference":
+        return joint_region_gather_reference_backward(grad_output, input, offset, mask, weight, stride, padding,
+                                                      dilation, tuple(needs))
+    if backend in ("cpp", "cuda"):
+        return _backward_compiled(grad_output, input, offset, mask, weight, stride, padding, dilation, needs,
+                                  backend)
+    if backend == "triton":
+        from jmipose.kernels.joint_region_gather import backward as triton_backward
+
+        tensors = [t.contiguous() if t is not None else None for t in (grad_output, input, offset, mask, weight)]
+        return list(triton_backward(*tensors, stride, padding, dilation, *_geometry(input, offset, weight),
+                                    needs_input_grad=tuple(needs)))
+    raise ValueError(f"{_OP}: unknown backend {backend!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library registration
+
+
+@torch.library.custom_op("jmipose::joint_region_gather", mutates_args=())
+def _joint_region_gather_op(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor,
+                            bias: Tensor | None, stride_h: int, stride_w: int, pad_h: int, pad_w: int, dil_h: int,
+                            dil_w: int, backend: str) -> Tensor:
+    return _forward(input, offset, mask, weight, bias, (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w), backend)
+
+
+@_joint_region_gather_op.register_fake
+def _(input, offset, mask, weight, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, backend):
+    return input.new_empty((input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3]))
+
+
+@torch.library.custom_op("jmipose::joint_region_gather_backward", mutates_args=())
+def _joint_region_gather_backward_op(grad_output: Tensor, input: Tensor, offset: Tensor, mask: Tensor | None,
+                                     weight: Tensor, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
+                                     dil_h: int, dil_w: int, needs_input_grad: list[bool],
+                                     backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Returns (grad_input, grad_offset, grad_mask, grad_weight, grad_bias); a gradient that is not
+    needed comes back as an empty tensor (custom ops return tensors, never None)."""
+    grads = _backward(grad_output, input, offset, mask, weight, (stride_h, stride_w), (pad_h, pad_w),
+                      (dil_h, dil_w), needs_input_grad, backend)
+    return tuple(g if g is not None else input.new_empty(0) for g in grads)
+
+
+@_joint_region_gather_backward_op.register_fake
+def _(grad_output, input, offset, mask, weight, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, needs_input_grad,
+      backend):
+    shapes = (input.shape, offset.shape, mask.shape if mask is not None else None, weight.shape,
+              (weight.shape[0],))
+    needs = list(needs_input_grad)
+    needs[2] = needs[2] and mask is not None
+    return tuple(input.new_empty(shape) if need else input.new_empty(0) for shape, need in zip(shapes, needs))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    input, offset, mask, weight, _bias, *geometry, backend = inputs
+    ctx.save_for_backward(input, offset, mask, weight)
+    ctx.geometry = geometry
+    ctx.backend = backend
+
+
+def _backward_autograd(ctx, grad_output: Tensor):
+    input, offset, mask, weight = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[:5])
+    grads = torch.ops.jmipose.joint_region_gather_backward(grad_output.contiguous(), input, offset, mask, weight,
+                                                           *ctx.geometry, needs, ctx.backend)
+    needs[2] = needs[2] and mask is not None
+    result = [g if need else None for g, need in zip(grads, needs)]
+    return (*result, None, None, None, None, None, None, None)
+
+
+_joint_region_gather_op.register_autograd(_backward_autograd, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public function
+
+
 def joint_region_gather(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None,
                         stride: int | tuple[int, int] = (1, 1), padding: int | tuple[int, int] = (0, 0),
                         dilation: int | tuple[int, int] = (1, 1), mask: Tensor | None = None, *,
                         backend: str | None = None) -> Tensor:
     """Modulated deformable convolution, a drop-in for ``torchvision.ops.deform_conv2d``.
 
-    input [B, Cin, H, W]; offset [B, 2*G*kh*kw, Hout, Wout] ((dy, dx) pairs per offset group and
-    tap); mask [B, G*kh*kw, Hout, Wout] or None (all ones); weight [Cout, Cin/groups, kh, kw];
-    bias [Cout] or None.  Returns [B, Cout, Hout, Wout].
+    Args:
+        input: [B, Cin, H, W].
+        offset: [B, 2*G*kh*kw, Hout, Wout], (dy, dx) pairs per offset group G and tap (row-major
+            taps), in torchvision's channel order.  NaN/inf offsets read zero with zero gradient.
+        weight: [Cout, Cin/groups, kh, kw]; the conv groups are inferred from it.
+        bias: [Cout] or None.
+        stride, padding, dilation: ints or (h, w) pairs.
+        mask: [B, G*kh*kw, Hout, Wout] modulation, or None (all ones).
+        backend: None (fastest live one for the device), "reference", "cpp", "cuda" or "triton";
+            a backend that cannot run raises ``BackendUnavailableError`` saying why.
+
+    Returns:
+        [B, Cout, Hout, Wout], differentiable w.r.t. input, offset, mask, weight and bias.
     """
-    if backend not in (None, "reference"):
-        raise NotImplementedError(f"joint_region_gather: backend {backend!r} is not implemented yet")
-    return joint_region_gather_reference(input, offset, weight, bias, stride, padding, dilation, mask)
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    _check_arguments(input, offset, weight, bias, mask, stride, padding, dilation)
+    name = _backends.resolve_backend_cached(backend, input.device.type, _OP, _SUPPORTED)
+    if backend is None and input.dtype not in _DTYPES[name] and input.dtype in _DTYPES["reference"]:
+        name = "reference"  # e.g. float64 on a GPU: only the reference computes it there
+    _check_dtype(name, input.dtype)
+    return torch.ops.jmipose.joint_region_gather(input, offset, mask, weight, bias, *stride, *padding, *dilation,
+                                                 name)
+
+
+__all__ = ["joint_region_gather", "joint_region_gather_reference", "joint_region_gather_reference_backward"]

@@ -1,0 +1,5 @@
+"""jmipose's layers (modules over the public ops in ``jmipose.ops``)."""
+
+from jmipose.nn.joint_region_gather import JointRegionGather
+
+__all__ = ["JointRegionGather"]

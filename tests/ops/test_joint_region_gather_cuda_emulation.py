@@ -1,0 +1,125 @@
+"""The CUDA source of joint_region_gather (csrc/joint_region_gather/cuda.cu: kernels, launch code and
+C ABI), compiled with g++ against a CPU stand-in of the CUDA runtime (tests/cuda_emulation) and run
+on CPU tensors, against the float64 reference.
+
+CI has no GPU, so this is where the CUDA code's index math, tiling, shared-memory synchronisation
+(a __syncthreads() that not every thread reaches aborts instead of hanging) and host logic are
+exercised.  It does not test what only a GPU shows (memory model, real atomics, half-precision
+conversions, speed): the ``gpu`` tests in test_joint_region_gather_triton.py do.  float32 only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.ops.joint_region_gather_cases import (
+    BORDER_CASE, CASES, GRAD_NAMES, Case, assert_matches_reference, assert_outside_samples_read_nothing,
+    border_offsets, make_inputs, put_non_finite)
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = [ROOT / "csrc" / "joint_region_gather" / "cuda.cu", ROOT / "tests" / "cuda_emulation" / "last_error.cpp"]
+
+
+@pytest.fixture(scope="module")
+def emulated_library(tmp_path_factory) -> ctypes.CDLL:
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ is not installed")
+    library = tmp_path_factory.mktemp("cuda_emulation") / "libjrg_cuda_emulated.so"
+    command = [compiler, "-std=c++17", "-O1", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra", "-Werror",
+               "-Wno-unused-parameter", "-Wno-unknown-pragmas", "-DJMIPOSE_CUDA_EMULATION",
+               f"-I{ROOT / 'tests' / 'cuda_emulation'}", f"-I{ROOT / 'csrc'}", "-x", "c++", *map(str, SOURCES),
+               "-o", str(library)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, f"emulation build failed:\n{result.stderr[-4000:]}"
+    lib = ctypes.CDLL(str(library))
+    lib.jmipose_cuda_last_error.restype = ctypes.c_char_p
+    return lib
+
+
+def _pointer(tensor: torch.Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(0 if tensor is None else tensor.data_ptr())
+
+
+def _sizes(case: Case) -> list[ctypes.c_int64]:
+    values = (case.batch, case.in_channels, case.height, case.width, case.out_channels, *case.kernel, *case.out_size,
+              *case.stride, *case.padding, *case.dilation, case.groups, case.offset_groups)
+    return [ctypes.c_int64(v) for v in values]
+
+
+def run_emulated(lib: ctypes.CDLL, case: Case, inputs: dict):
+    """Forward and backward through the C ABI, exactly as jmipose.ops calls the CUDA library (float32,
+    device 0, the null stream); every gradient buffer starts as NaN, so one not fully written shows."""
+    tensors = {n: None if inputs[n] is None else inputs[n].float().contiguous() for n in (*GRAD_NAMES, "grad_output")}
+    tail = [*_sizes(case), ctypes.c_int32(0), ctypes.c_int32(0), ctypes.c_void_p(0)]
+    out = torch.full((case.batch, case.out_channels, *case.out_size), float("nan"))
+    status = lib.jmipose_joint_region_gather_forward_cuda(
+        *[_pointer(tensors[n]) for n in ("input", "offset", "mask", "weight", "bias")], _pointer(out), *tail)
+    assert status == 0, lib.jmipose_cuda_last_error().decode()
+    grads = [None if tensors[n] is None else torch.full_like(tensors[n], float("nan")) for n in GRAD_NAMES]
+    status = lib.jmipose_joint_region_gather_backward_cuda(
+        *[_pointer(tensors[n]) for n in ("grad_output", "input", "offset", "mask", "weight")],
+        *[_pointer(g) for g in grads], *tail)
+    assert status == 0, lib.jmipose_cuda_last_error().decode()
+    return out, grads
+
+
+# Beyond the shared cases: more than one 64-pixel tile, more than 64 outputs (two forward output
+# tiles, two staged grad_out chunks in the backward), channel chunks of 16 with a partial last one.
+TILED_CASE = Case(batch=1, in_channels=40, out_channels=70, height=9, width=10, kernel=(2, 2), padding=(0, 0),
+                  offset_groups=2)
+FAST = ("3x3_pad1", "groups2_offset_groups3")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow]) for n in CASES])
+def test_cases(emulated_library, name):
+    case = CASES[name]
+    inputs = make_inputs(case, 21, torch.float32)
+    assert_matches_reference(case, inputs, *run_emulated(emulated_library, case, inputs), torch.float32)
+
+
+def test_several_tiles_and_chunks(emulated_library):
+    inputs = make_inputs(TILED_CASE, 22, torch.float32)
+    assert_matches_reference(TILED_CASE, inputs, *run_emulated(emulated_library, TILED_CASE, inputs), torch.float32)
+
+
+def test_borders_and_non_finite_offsets(emulated_library):
+    inputs = make_inputs(BORDER_CASE, 23, torch.float32)
+    inputs["offset"] = border_offsets(BORDER_CASE)
+    out, grads = run_emulated(emulated_library, BORDER_CASE, inputs)
+    assert_matches_reference(BORDER_CASE, inputs, out, grads, torch.float32)
+    assert_outside_samples_read_nothing(BORDER_CASE, inputs, out)
+
+    case = Case(batch=2, in_channels=4, out_channels=3, height=5, width=5, offset_groups=2)
+    inputs = make_inputs(case, 24, torch.float32)
+    bad = put_non_finite(inputs["offset"])
+    out, grads = run_emulated(emulated_library, case, inputs)
+    assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads)
+    assert_matches_reference(case, inputs, out, grads, torch.float32)
+    assert (grads[1][bad] == 0).all()
+
+
+def test_empty_batch_and_bad_sizes(emulated_library):
+    case = Case(batch=0)
+    inputs = make_inputs(case, 25, torch.float32)
+    out, grads = run_emulated(emulated_library, case, inputs)
+    assert out.shape == (0, 3, 6, 5)
+    assert not grads[3].any() and not grads[4].any()  # weight and bias gradients are zero
+
+    bad = Case(batch=1)
+    inputs = make_inputs(bad, 26, torch.float32)
+    pointers = [_pointer(inputs[n]) for n in ("input", "offset", "mask", "weight", "bias")]  # never read
+    sizes = _sizes(bad)
+    sizes[7] = ctypes.c_int64(bad.out_size[0] + 1)  # an output height that does not match
+    out = torch.empty(1, 3, bad.out_size[0] + 1, bad.out_size[1])
+    status = emulated_library.jmipose_joint_region_gather_forward_cuda(*pointers, _pointer(out), *sizes, ctypes.c_int32(0), ctypes.c_int32(0), ctypes.c_void_p(0))
+    assert status != 0 and b"output size" in emulated_library.jmipose_cuda_last_error()
+    status = emulated_library.jmipose_joint_region_gather_forward_cuda(*pointers, _pointer(out), *_sizes(bad),
+                                                                       ctypes.c_int32(1), ctypes.c_int32(0), ctypes.c_void_p(0))
+    assert status != 0 and b"not supported" in emulated_library.jmipose_cuda_last_error()
