@@ -13,11 +13,22 @@ import pytest
 import torch
 
 from tests.ops.joint_region_gather_cases import (
-    BORDER_CASE, CASES, GRAD_NAMES, MODEL_CASE, Case, assert_close, assert_matches_reference,
-    assert_outside_samples_read_nothing, border_offsets, make_inputs, put_non_finite, reference)
+    BORDER_CASE,
+    CASES,
+    GRAD_NAMES,
+    MODEL_CASE,
+    Case,
+    assert_close,
+    assert_matches_reference,
+    assert_outside_samples_read_nothing,
+    border_offsets,
+    make_inputs,
+    put_non_finite,
+    reference,
+)
 
 pytest.importorskip("triton", reason="triton is not installed")
-from jmipose.kernels import joint_region_gather as kernels  # noqa: E402
+from jmipose.kernels import joint_region_gather as kernels
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -30,6 +41,7 @@ def _interpreter_problem() -> str | None:
         return None
     import triton
     import triton.language as tl
+    from triton.runtime.errors import InterpreterError
 
     @triton.jit
     def _count_kernel(out_ptr, n):
@@ -41,7 +53,7 @@ def _interpreter_problem() -> str | None:
     out = torch.zeros(1)
     try:
         _count_kernel[(1,)](out, 3)
-    except Exception as exc:  # the interpreter wraps the numpy TypeError
+    except InterpreterError as exc:  # it wraps numpy's TypeError
         import numpy
 
         return (f"triton {triton.__version__}'s interpreter cannot run loops with runtime bounds under numpy "
@@ -56,7 +68,8 @@ pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")
 # Small tiles force several pixel tiles, output blocks, channel blocks (with a partial last one) and
 # split reductions of grad weight, as the model's shapes do with the GPU tiles.
 SMALL_BLOCKS = kernels.Blocks(p=16, o=16, c=16, num_warps=4)
-SMALL_CONFIG = kernels.LaunchConfig(forward=SMALL_BLOCKS, data=SMALL_BLOCKS, weight=SMALL_BLOCKS, weight_splits=3)
+SMALL_CONFIG = kernels.LaunchConfig(forward=SMALL_BLOCKS, data=SMALL_BLOCKS, weight=SMALL_BLOCKS,
+                                    weight_splits=3)
 
 
 def run_triton(case: Case, inputs: dict, dtype: torch.dtype, needs=None, config=None):
@@ -141,7 +154,8 @@ def test_float64_is_refused():
     case = Case(batch=1)
     inputs = make_inputs(case, 8, torch.float64)
     with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
-        kernels.forward(inputs["input"], inputs["offset"], inputs["mask"], inputs["weight"], None, *case.geometry)
+        kernels.forward(inputs["input"], inputs["offset"], inputs["mask"], inputs["weight"], None,
+                        *case.geometry)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
@@ -177,7 +191,8 @@ def test_kernels_compile_for_sm80_and_sm90(dtype):
     config = kernels.choose_config(48, 48, 1, 1, 6912, dtype)
     common = {"DOT_FP32": dtype == torch.float32, "FP32_PRECISION": "tf32x3", "INDEX_DTYPE": tl.int32}
     launches = [
-        (kernels._joint_region_gather_forward_kernel, config.forward, {}, {"HAS_MASK": True, "HAS_BIAS": True}),
+        (kernels._joint_region_gather_forward_kernel, config.forward, {},
+         {"HAS_MASK": True, "HAS_BIAS": True}),
         (kernels._joint_region_gather_backward_data_kernel, config.data, {"grad_x_ptr": "*fp32"},
          {"HAS_MASK": True, "NEEDS_INPUT_GRAD": True, "NEEDS_OFFSET_GRAD": True, "NEEDS_MASK_GRAD": True,
           "NEEDS_CORNERS": True}),
@@ -203,9 +218,11 @@ def _cuda_op(case: Case, inputs: dict, dtype: torch.dtype):
     status = jmipose.ops.backends()["cuda"]
     if not status.live:
         pytest.skip(f"cuda backend not live: {status.reason}")
-    leaves = {n: None if inputs[n] is None else inputs[n].to("cuda", dtype).requires_grad_() for n in GRAD_NAMES}
+    leaves = {n: None if inputs[n] is None else inputs[n].to("cuda", dtype).requires_grad_()
+              for n in GRAD_NAMES}
     out = jmipose.ops.joint_region_gather(leaves["input"], leaves["offset"], leaves["weight"], leaves["bias"],
-                                          case.stride, case.padding, case.dilation, leaves["mask"], backend="cuda")
+                                          case.stride, case.padding, case.dilation, leaves["mask"],
+                                          backend="cuda")
     out.backward(inputs["grad_output"].to("cuda", dtype))
     return out.detach(), tuple(None if leaves[n] is None else leaves[n].grad for n in GRAD_NAMES)
 
