@@ -56,8 +56,8 @@ from jmipose.ops._backends import triton_interpret
 
 
 @triton.jit
-def _tap_corners(offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps, kernel_w,
-                 dil_h, dil_w, height, width, HAS_MASK: tl.constexpr, GRADIENT_DOMAIN: tl.constexpr,
+def _tap_corners(offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps,
+                 kernel_w, dil_h, dil_w, height, width, HAS_MASK: tl.constexpr, GRADIENT_DOMAIN: tl.constexpr,
                  INDEX_DTYPE: tl.constexpr):
     """For tap k of offset group g and a tile of pixels: the bilinear fractions, the modulation, the
     clamped in-plane indices of the four corners (top-left, top-right, bottom-left, bottom-right) and
@@ -102,7 +102,8 @@ def _tap_corners(offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_
 
 
 @triton.jit
-def _gather_corners(image_ptr, channel_offset, channel_in, i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br):
+def _gather_corners(image_ptr, channel_offset, channel_in, i_tl, i_tr, i_bl, i_br,
+                    ok_tl, ok_tr, ok_bl, ok_br):
     """The four corner values, [channels, pixels] float32 each; zero where a corner is outside."""
     rows = image_ptr + channel_offset[:, None]
     channel_in = channel_in[:, None]
@@ -146,13 +147,15 @@ def _joint_region_gather_forward_kernel(
     group_begin = conv_group * channels_per_group
     group_end = group_begin + channels_per_group
     # The channels of one conv group that share one offset group form a contiguous segment.
-    for g in range(group_begin // channels_per_offset_group, (group_end - 1) // channels_per_offset_group + 1):
+    first_g = group_begin // channels_per_offset_group
+    last_g = (group_end - 1) // channels_per_offset_group
+    for g in range(first_g, last_g + 1):
         segment_begin = tl.maximum(group_begin, g * channels_per_offset_group)
         segment_end = tl.minimum(group_end, (g + 1) * channels_per_offset_group)
         for k in range(taps):
             (frac_y, frac_x, modulation, i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br) = _tap_corners(
-                offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps, kernel_w,
-                dil_h, dil_w, height, width, HAS_MASK, False, INDEX_DTYPE)
+                offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps,
+                kernel_w, dil_h, dil_w, height, width, HAS_MASK, False, INDEX_DTYPE)
             # Modulation folded into the four corner weights: one multiply per corner and channel.
             w_tl = ((1.0 - frac_y) * (1.0 - frac_x) * modulation)[None, :]
             w_tr = ((1.0 - frac_y) * frac_x * modulation)[None, :]
@@ -161,8 +164,9 @@ def _joint_region_gather_forward_kernel(
             for c0 in range(segment_begin, segment_end, BLOCK_C):
                 channels = c0 + tl.arange(0, BLOCK_C)
                 channel_in = channels < segment_end
-                v_tl, v_tr, v_bl, v_br = _gather_corners(x_image_ptr, channels.to(INDEX_DTYPE) * plane, channel_in,
-                                                         i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br)
+                v_tl, v_tr, v_bl, v_br = _gather_corners(x_image_ptr, channels.to(INDEX_DTYPE) * plane,
+                                                         channel_in, i_tl, i_tr, i_bl, i_br,
+                                                         ok_tl, ok_tr, ok_bl, ok_br)
                 column = w_tl * v_tl + w_tr * v_tr + w_bl * v_bl + w_br * v_br
                 weight = tl.load(weight_ptr + (out_channel[:, None] * channels_per_group
                                                + (channels - group_begin)[None, :]) * taps + k,
@@ -179,10 +183,12 @@ def _joint_region_gather_forward_kernel(
 
 
 @triton.jit
-def _grad_columns(grad_out_image_ptr, weight_ptr, conv_group, k, channels, channel_in, pixels, pixel_in, n_pixels,
-                  outs_per_group, channels_per_group, taps, DOT_FP32: tl.constexpr, FP32_PRECISION: tl.constexpr,
-                  INDEX_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
-    """d loss / d column, [channels, pixels] for tap k: sum_o weight[o, c, k] * grad_out[o, p] over the conv group."""
+def _grad_columns(grad_out_image_ptr, weight_ptr, conv_group, k, channels, channel_in, pixels, pixel_in,
+                  n_pixels, outs_per_group, channels_per_group, taps, DOT_FP32: tl.constexpr,
+                  FP32_PRECISION: tl.constexpr, INDEX_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr,
+                  BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
+    """d loss / d column, [channels, pixels], for tap k: sum over the conv group's outputs o of
+    weight[o, c, k] * grad_out[o, p]."""
     grad_column = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
     out_begin = conv_group * outs_per_group
     out_end = out_begin + outs_per_group
@@ -210,13 +216,14 @@ def _scatter_corners(grad_image_ptr, channel_offset, channel_in, grad_sample, fr
     channel_in = channel_in[:, None]
     fy = frac_y[None, :]
     fx = frac_x[None, :]
-    tl.atomic_add(rows + i_tl[None, :], grad_sample * ((1.0 - fy) * (1.0 - fx)), mask=channel_in & ok_tl[None, :],
-                  sem="relaxed")
-    tl.atomic_add(rows + i_tr[None, :], grad_sample * ((1.0 - fy) * fx), mask=channel_in & ok_tr[None, :],
-                  sem="relaxed")
-    tl.atomic_add(rows + i_bl[None, :], grad_sample * (fy * (1.0 - fx)), mask=channel_in & ok_bl[None, :],
-                  sem="relaxed")
-    tl.atomic_add(rows + i_br[None, :], grad_sample * (fy * fx), mask=channel_in & ok_br[None, :], sem="relaxed")
+    tl.atomic_add(rows + i_tl[None, :], grad_sample * ((1.0 - fy) * (1.0 - fx)),
+                  mask=channel_in & ok_tl[None, :], sem="relaxed")
+    tl.atomic_add(rows + i_tr[None, :], grad_sample * ((1.0 - fy) * fx),
+                  mask=channel_in & ok_tr[None, :], sem="relaxed")
+    tl.atomic_add(rows + i_bl[None, :], grad_sample * (fy * (1.0 - fx)),
+                  mask=channel_in & ok_bl[None, :], sem="relaxed")
+    tl.atomic_add(rows + i_br[None, :], grad_sample * (fy * fx),
+                  mask=channel_in & ok_br[None, :], sem="relaxed")
 
 
 @triton.jit
@@ -255,8 +262,8 @@ def _joint_region_gather_backward_data_kernel(
     offset_group_end = offset_group_begin + channels_per_offset_group
     for k in range(taps):
         (frac_y, frac_x, modulation, i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br) = _tap_corners(
-            offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps, kernel_w,
-            dil_h, dil_w, height, width, HAS_MASK, True, INDEX_DTYPE)
+            offset_image_ptr, mask_image_ptr, g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps,
+            kernel_w, dil_h, dil_w, height, width, HAS_MASK, True, INDEX_DTYPE)
         grad_modulation = tl.zeros((BLOCK_P,), dtype=tl.float32)
         grad_y = tl.zeros((BLOCK_P,), dtype=tl.float32)
         grad_x = tl.zeros((BLOCK_P,), dtype=tl.float32)
@@ -270,27 +277,33 @@ def _joint_region_gather_backward_data_kernel(
                 channels = c0 + tl.arange(0, BLOCK_C)
                 channel_in = channels < segment_end
                 channel_offset = channels.to(INDEX_DTYPE) * plane
-                grad_column = _grad_columns(grad_out_image_ptr, weight_ptr, conv_group, k, channels, channel_in,
-                                            pixels, pixel_in, n_pixels, outs_per_group, channels_per_group, taps,
-                                            DOT_FP32, FP32_PRECISION, INDEX_DTYPE, BLOCK_P, BLOCK_O, BLOCK_C)
+                grad_column = _grad_columns(grad_out_image_ptr, weight_ptr, conv_group, k, channels,
+                                            channel_in, pixels, pixel_in, n_pixels, outs_per_group,
+                                            channels_per_group, taps, DOT_FP32, FP32_PRECISION, INDEX_DTYPE,
+                                            BLOCK_P, BLOCK_O, BLOCK_C)
                 if NEEDS_CORNERS:
-                    v_tl, v_tr, v_bl, v_br = _gather_corners(x_image_ptr, channel_offset, channel_in, i_tl, i_tr,
-                                                             i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br)
+                    v_tl, v_tr, v_bl, v_br = _gather_corners(x_image_ptr, channel_offset, channel_in, i_tl,
+                                                             i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br)
                     if NEEDS_MASK_GRAD:
-                        sample = (1.0 - fy) * ((1.0 - fx) * v_tl + fx * v_tr) + fy * ((1.0 - fx) * v_bl + fx * v_br)
+                        sample = ((1.0 - fy) * ((1.0 - fx) * v_tl + fx * v_tr)
+                                  + fy * ((1.0 - fx) * v_bl + fx * v_br))
                         grad_modulation += tl.sum(grad_column * sample, axis=0)
                     if NEEDS_OFFSET_GRAD:
-                        grad_y += tl.sum(grad_column * ((1.0 - fx) * (v_bl - v_tl) + fx * (v_br - v_tr)), axis=0)
-                        grad_x += tl.sum(grad_column * ((1.0 - fy) * (v_tr - v_tl) + fy * (v_br - v_bl)), axis=0)
+                        d_sample_dy = (1.0 - fx) * (v_bl - v_tl) + fx * (v_br - v_tr)
+                        d_sample_dx = (1.0 - fy) * (v_tr - v_tl) + fy * (v_br - v_bl)
+                        grad_y += tl.sum(grad_column * d_sample_dy, axis=0)
+                        grad_x += tl.sum(grad_column * d_sample_dx, axis=0)
                 if NEEDS_INPUT_GRAD:
-                    _scatter_corners(grad_x_image_ptr, channel_offset, channel_in, grad_column * modulation[None, :],
-                                     frac_y, frac_x, i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br)
+                    _scatter_corners(grad_x_image_ptr, channel_offset, channel_in,
+                                     grad_column * modulation[None, :], frac_y, frac_x,
+                                     i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br)
         if NEEDS_OFFSET_GRAD:
             offset_row = (g * 2 * taps + 2 * k).to(INDEX_DTYPE) * n_pixels
             offset_ty = grad_offset_ptr.dtype.element_ty
-            tl.store(grad_offset_image_ptr + offset_row + pixels, (grad_y * modulation).to(offset_ty), mask=pixel_in)
-            tl.store(grad_offset_image_ptr + offset_row + n_pixels + pixels, (grad_x * modulation).to(offset_ty),
+            tl.store(grad_offset_image_ptr + offset_row + pixels, (grad_y * modulation).to(offset_ty),
                      mask=pixel_in)
+            tl.store(grad_offset_image_ptr + offset_row + n_pixels + pixels,
+                     (grad_x * modulation).to(offset_ty), mask=pixel_in)
         if NEEDS_MASK_GRAD:
             tl.store(grad_mask_image_ptr + (g * taps + k).to(INDEX_DTYPE) * n_pixels + pixels,
                      grad_modulation.to(grad_mask_ptr.dtype.element_ty), mask=pixel_in)
@@ -302,8 +315,8 @@ def _joint_region_gather_backward_weight_kernel(
         batch, in_channels, height, width, out_channels, out_w, n_pixels, stride_h, stride_w, pad_h, pad_w,
         dil_h, dil_w, kernel_w, taps, groups, offset_groups, n_pixel_blocks, n_out_blocks, n_channel_blocks,
         tiles_per_split,
-        HAS_MASK: tl.constexpr, DOT_FP32: tl.constexpr, FP32_PRECISION: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-        BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
+        HAS_MASK: tl.constexpr, DOT_FP32: tl.constexpr, FP32_PRECISION: tl.constexpr,
+        INDEX_DTYPE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr):
     """partial[s, o, c, k] = sum over the pixel tiles of split s of column[b, c, k, p] * grad_out[b, o, p]."""
     pid = tl.program_id(0).to(tl.int64)
     out_block = pid % n_out_blocks
@@ -344,9 +357,9 @@ def _joint_region_gather_backward_weight_kernel(
         base_y = ((pixels // out_w) * stride_h - pad_h).to(tl.float32)
         base_x = ((pixels % out_w) * stride_w - pad_w).to(tl.float32)
         (frac_y, frac_x, modulation, i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br) = _tap_corners(
-            offset_ptr + b * (2 * offset_groups * taps) * n_pixels, mask_ptr + b * (offset_groups * taps) * n_pixels,
-            g, k, pixels, pixel_in, base_y, base_x, n_pixels, taps, kernel_w, dil_h, dil_w, height, width,
-            HAS_MASK, False, INDEX_DTYPE)
+            offset_ptr + b * (2 * offset_groups * taps) * n_pixels,
+            mask_ptr + b * (offset_groups * taps) * n_pixels, g, k, pixels, pixel_in, base_y, base_x,
+            n_pixels, taps, kernel_w, dil_h, dil_w, height, width, HAS_MASK, False, INDEX_DTYPE)
         v_tl, v_tr, v_bl, v_br = _gather_corners(x_ptr + b * in_channels * plane, channel_offset, channel_in,
                                                  i_tl, i_tr, i_bl, i_br, ok_tl, ok_tr, ok_bl, ok_br)
         fy = frac_y[None, :]
@@ -406,8 +419,9 @@ def choose_config(in_channels: int, out_channels: int, groups: int, offset_group
     On a GPU: 16 input channels per dot keep the four corner tiles, their addresses and a [64, 64]
     float32 accumulator in registers (compiled for sm_80 and sm_90 with triton 3.6 and 3.9: at most
     255 registers per thread and no spills); one output block covers the model's 48 channels.  These
-    are chosen from compile statistics, not yet from timings on a device.  The interpreter pays per program and per loop iteration, not per element, so it
-    gets blocks that cover small test images and all channels at once."""
+    are chosen from compile statistics, not yet from timings on a device.  The interpreter pays per
+    program and per loop iteration, not per element, so it gets blocks that cover small test images
+    and all channels at once."""
     block_o = _pow2_between(out_channels // groups, 16, 64)
     if interpret:
         block_p = _pow2_between(n_pixels, 16, 256)
@@ -440,7 +454,8 @@ class _Geometry:
 
     @property
     def index_dtype(self):
-        """int64 offsets inside an image only when one image's input, offset or output reaches 2**31 elements."""
+        """int64 offsets inside an image only where one image's input, offset or output reaches 2**31
+        elements."""
         per_image = max(self.in_channels * self.height * self.width, self.out_channels * self.n_pixels,
                         2 * self.offset_groups * self.taps * self.n_pixels)
         return tl.int64 if per_image >= 2**31 else tl.int32
@@ -455,16 +470,17 @@ class _Geometry:
 def _geometry(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor, stride, padding, dilation,
               groups: int, offset_groups: int) -> _Geometry:
     if input.dtype not in _SUPPORTED_DTYPES:
-        raise TypeError(f"joint_region_gather (triton): input must be float32, float16 or bfloat16, got {input.dtype}")
+        raise TypeError(f"joint_region_gather (triton): input must be float32, float16 or bfloat16, "
+                        f"got {input.dtype}")
     batch, in_channels, height, width = input.shape
     out_channels, channels_per_group, kernel_h, kernel_w = weight.shape
     taps = kernel_h * kernel_w
     out_h, out_w = offset.shape[2], offset.shape[3]
     if groups < 1 or offset_groups < 1 or in_channels % groups or in_channels % offset_groups \
             or out_channels % groups or channels_per_group * groups != in_channels:
-        raise ValueError(f"joint_region_gather (triton): groups={groups} and offset_groups={offset_groups} do not "
-                         f"fit input channels {in_channels}, output channels {out_channels} and weight "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(f"joint_region_gather (triton): groups={groups} and offset_groups={offset_groups} "
+                         f"do not fit input channels {in_channels}, output channels {out_channels} and "
+                         f"weight {tuple(weight.shape)}")
     if tuple(offset.shape) != (batch, 2 * offset_groups * taps, out_h, out_w):
         raise ValueError(f"joint_region_gather (triton): offset must have shape "
                          f"{(batch, 2 * offset_groups * taps, out_h, out_w)}, got {tuple(offset.shape)}")
@@ -472,8 +488,8 @@ def _geometry(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor
         raise ValueError(f"joint_region_gather (triton): mask must have shape "
                          f"{(batch, offset_groups * taps, out_h, out_w)}, got {tuple(mask.shape)}")
     if out_h * out_w >= 2**31 or height * width >= 2**31:
-        raise ValueError(f"joint_region_gather (triton): images of {height}x{width} -> {out_h}x{out_w} pixels are "
-                         "too large (at most 2**31 - 1 pixels per plane)")
+        raise ValueError(f"joint_region_gather (triton): images of {height}x{width} -> {out_h}x{out_w} "
+                         "pixels are too large (at most 2**31 - 1 pixels per plane)")
     return _Geometry(batch, in_channels, height, width, out_channels, kernel_w, taps, out_w, out_h * out_w,
                      tuple(stride), tuple(padding), tuple(dilation), groups, offset_groups)
 
@@ -487,10 +503,11 @@ def _dot_args(dtype: torch.dtype) -> dict:
     # The interpreter multiplies bfloat16 blocks as raw 16-bit integers, so it always gets float32
     # operands.  float32 on a GPU: three TF32 products with float32 error (tf32x3), not plain TF32.
     interpret = triton_interpret()
-    return {"DOT_FP32": dtype == torch.float32 or interpret, "FP32_PRECISION": "ieee" if interpret else "tf32x3"}
+    return {"DOT_FP32": dtype == torch.float32 or interpret,
+            "FP32_PRECISION": "ieee" if interpret else "tf32x3"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
@@ -498,8 +515,8 @@ def _sm_count(device_index: int) -> int:
 def _config(geo: _Geometry, dtype: torch.dtype, config: LaunchConfig | None) -> LaunchConfig:
     if config is not None:
         return config
-    return choose_config(geo.in_channels, geo.out_channels, geo.groups, geo.offset_groups, geo.n_pixels, dtype,
-                         triton_interpret())
+    return choose_config(geo.in_channels, geo.out_channels, geo.groups, geo.offset_groups, geo.n_pixels,
+                         dtype, triton_interpret())
 
 
 def forward(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor, bias: Tensor | None,
@@ -522,8 +539,8 @@ def forward(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor, 
     grid = (n_pixel_blocks * n_out_blocks * geo.batch * groups,)
     with _device_scope(input):
         _joint_region_gather_forward_kernel[grid](
-            input, offset, mask if mask is not None else input, weight, bias if bias is not None else input, out,
-            *geo.scalars(), n_pixel_blocks, n_out_blocks,
+            input, offset, mask if mask is not None else input, weight,
+            bias if bias is not None else input, out, *geo.scalars(), n_pixel_blocks, n_out_blocks,
             HAS_MASK=mask is not None, HAS_BIAS=bias is not None, INDEX_DTYPE=geo.index_dtype,
             BLOCK_P=blocks.p, BLOCK_O=blocks.o, BLOCK_C=blocks.c, num_warps=blocks.num_warps,
             **_dot_args(input.dtype))
@@ -548,13 +565,14 @@ def backward(grad_output: Tensor, input: Tensor, offset: Tensor, mask: Tensor | 
 
     grad_input = grad_offset = grad_mask = grad_weight = grad_bias = None
     if needs_input or needs_offset or needs_mask:
-        grad_input_f32 = torch.zeros(input.shape, dtype=torch.float32, device=input.device) if needs_input else None
+        grad_input_f32 = (torch.zeros(input.shape, dtype=torch.float32, device=input.device)
+                          if needs_input else None)
         fully_written = torch.zeros_like if empty else torch.empty_like  # the kernel writes every element
         grad_offset = fully_written(offset) if needs_offset else None
         grad_mask = fully_written(mask) if needs_mask else None
         if not empty:
-            _launch_backward_data(grad_output, input, offset, mask, weight, grad_input_f32, grad_offset, grad_mask,
-                                  geo, config.data)
+            _launch_backward_data(grad_output, input, offset, mask, weight, grad_input_f32, grad_offset,
+                                  grad_mask, geo, config.data)
         if needs_input:
             grad_input = grad_input_f32 if input.dtype == torch.float32 else grad_input_f32.to(input.dtype)
     if needs_weight:

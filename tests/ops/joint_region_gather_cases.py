@@ -55,19 +55,21 @@ CASES = {
     "3x3_pad1": Case(batch=2, in_channels=5, out_channels=3, height=7, width=6),
     "b1_odd_no_mask_no_bias": Case(batch=1, in_channels=3, out_channels=5, height=5, width=9, padding=(0, 0),
                                    with_mask=False, with_bias=False),
-    "groups2_offset_groups3": Case(batch=1, in_channels=12, out_channels=4, height=5, groups=2, offset_groups=3),
+    "groups2_offset_groups3": Case(batch=1, in_channels=12, out_channels=4, height=5, groups=2,
+                                   offset_groups=3),
     "groups3_offset_groups1": Case(batch=1, in_channels=6, out_channels=6, groups=3),
     "stride2_offset_groups2": Case(batch=1, in_channels=4, out_channels=4, height=9, width=8, stride=(2, 2),
                                    offset_groups=2),
     "dilation3": Case(batch=1, height=10, width=9, padding=(3, 3), dilation=(3, 3)),
-    "1x1_offset_groups2": Case(in_channels=6, out_channels=4, height=5, width=7, kernel=(1, 1), padding=(0, 0),
-                               offset_groups=2),
+    "1x1_offset_groups2": Case(in_channels=6, out_channels=4, height=5, width=7, kernel=(1, 1),
+                               padding=(0, 0), offset_groups=2),
     "2x3_mixed_geometry": Case(batch=1, height=7, width=8, kernel=(2, 3), stride=(2, 1), padding=(1, 0),
                                dilation=(1, 2)),
 }
 
 # The model's layer: 48 channels, 96x72 heatmaps, 3x3, four offset groups (GPU only).
-MODEL_CASE = Case(batch=2, in_channels=48, out_channels=48, height=96, width=72, offset_groups=4, offset_scale=3.0)
+MODEL_CASE = Case(batch=2, in_channels=48, out_channels=48, height=96, width=72, offset_groups=4,
+                  offset_scale=3.0)
 
 
 def make_inputs(case: Case, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor | None]:
@@ -94,7 +96,8 @@ def make_inputs(case: Case, seed: int, dtype: torch.dtype) -> dict[str, torch.Te
 
 def reference(case: Case, inputs: dict) -> tuple[torch.Tensor, tuple]:
     """float64 output and the five gradients (None for an absent mask or bias)."""
-    leaves = {name: None if inputs[name] is None else inputs[name].clone().requires_grad_() for name in GRAD_NAMES}
+    leaves = {name: None if inputs[name] is None else inputs[name].clone().requires_grad_()
+              for name in GRAD_NAMES}
     out = joint_region_gather_reference(leaves["input"], leaves["offset"], leaves["weight"], leaves["bias"],
                                         case.stride, case.padding, case.dilation, leaves["mask"])
     out.backward(inputs["grad_output"])
@@ -103,7 +106,8 @@ def reference(case: Case, inputs: dict) -> tuple[torch.Tensor, tuple]:
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+    assert actual.shape == expected.shape, \
+        f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
     tol = TOLERANCE[dtype] * max(1.0, expected.abs().max().item())
     torch.testing.assert_close(actual.double().cpu(), expected, rtol=TOLERANCE[dtype], atol=tol,
                                msg=lambda m: f"{what}: {m}")
@@ -159,7 +163,8 @@ def put_non_finite(offset: torch.Tensor) -> torch.Tensor:
     components and pixels) and returns the mask of the entries written."""
     bad = torch.zeros_like(offset, dtype=torch.bool)
     for i, value in enumerate(NON_FINITE):
-        index = (i % offset.shape[0], (5 * i + 2) % offset.shape[1], i % offset.shape[2], (2 * i) % offset.shape[3])
+        batch, channels, height, width = offset.shape
+        index = (i % batch, (5 * i + 2) % channels, i % height, (2 * i) % width)
         offset[index] = value
         bad[index] = True
     return bad

@@ -19,11 +19,20 @@ import pytest
 import torch
 
 from tests.ops.joint_region_gather_cases import (
-    BORDER_CASE, CASES, GRAD_NAMES, Case, assert_matches_reference, assert_outside_samples_read_nothing,
-    border_offsets, make_inputs, put_non_finite)
+    BORDER_CASE,
+    CASES,
+    GRAD_NAMES,
+    Case,
+    assert_matches_reference,
+    assert_outside_samples_read_nothing,
+    border_offsets,
+    make_inputs,
+    put_non_finite,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "csrc" / "joint_region_gather" / "cuda.cu", ROOT / "tests" / "cuda_emulation" / "last_error.cpp"]
+EMULATION = ROOT / "tests" / "cuda_emulation"
+SOURCES = [ROOT / "csrc" / "joint_region_gather" / "cuda.cu", EMULATION / "last_error.cpp"]
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +43,8 @@ def emulated_library(tmp_path_factory) -> ctypes.CDLL:
     library = tmp_path_factory.mktemp("cuda_emulation") / "libjrg_cuda_emulated.so"
     command = [compiler, "-std=c++17", "-O1", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra", "-Werror",
                "-Wno-unused-parameter", "-Wno-unknown-pragmas", "-DJMIPOSE_CUDA_EMULATION",
-               f"-I{ROOT / 'tests' / 'cuda_emulation'}", f"-I{ROOT / 'csrc'}", "-x", "c++", *map(str, SOURCES),
-               "-o", str(library)]
-    result = subprocess.run(command, capture_output=True, text=True)
+               f"-I{EMULATION}", f"-I{ROOT / 'csrc'}", "-x", "c++", *map(str, SOURCES), "-o", str(library)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"emulation build failed:\n{result.stderr[-4000:]}"
     lib = ctypes.CDLL(str(library))
     lib.jmipose_cuda_last_error.restype = ctypes.c_char_p
@@ -48,15 +56,16 @@ def _pointer(tensor: torch.Tensor | None) -> ctypes.c_void_p:
 
 
 def _sizes(case: Case) -> list[ctypes.c_int64]:
-    values = (case.batch, case.in_channels, case.height, case.width, case.out_channels, *case.kernel, *case.out_size,
-              *case.stride, *case.padding, *case.dilation, case.groups, case.offset_groups)
+    values = (case.batch, case.in_channels, case.height, case.width, case.out_channels, *case.kernel,
+              *case.out_size, *case.stride, *case.padding, *case.dilation, case.groups, case.offset_groups)
     return [ctypes.c_int64(v) for v in values]
 
 
 def run_emulated(lib: ctypes.CDLL, case: Case, inputs: dict):
     """Forward and backward through the C ABI, exactly as jmipose.ops calls the CUDA library (float32,
     device 0, the null stream); every gradient buffer starts as NaN, so one not fully written shows."""
-    tensors = {n: None if inputs[n] is None else inputs[n].float().contiguous() for n in (*GRAD_NAMES, "grad_output")}
+    tensors = {n: None if inputs[n] is None else inputs[n].float().contiguous()
+               for n in (*GRAD_NAMES, "grad_output")}
     tail = [*_sizes(case), ctypes.c_int32(0), ctypes.c_int32(0), ctypes.c_void_p(0)]
     out = torch.full((case.batch, case.out_channels, *case.out_size), float("nan"))
     status = lib.jmipose_joint_region_gather_forward_cuda(
@@ -77,7 +86,8 @@ TILED_CASE = Case(batch=1, in_channels=40, out_channels=70, height=9, width=10, 
 FAST = ("3x3_pad1", "groups2_offset_groups3")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow]) for n in CASES])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow])
+                                  for n in CASES])
 def test_cases(emulated_library, name):
     case = CASES[name]
     inputs = make_inputs(case, 21, torch.float32)
@@ -86,7 +96,8 @@ def test_cases(emulated_library, name):
 
 def test_several_tiles_and_chunks(emulated_library):
     inputs = make_inputs(TILED_CASE, 22, torch.float32)
-    assert_matches_reference(TILED_CASE, inputs, *run_emulated(emulated_library, TILED_CASE, inputs), torch.float32)
+    out, grads = run_emulated(emulated_library, TILED_CASE, inputs)
+    assert_matches_reference(TILED_CASE, inputs, out, grads, torch.float32)
 
 
 def test_borders_and_non_finite_offsets(emulated_library):
@@ -118,8 +129,10 @@ def test_empty_batch_and_bad_sizes(emulated_library):
     sizes = _sizes(bad)
     sizes[7] = ctypes.c_int64(bad.out_size[0] + 1)  # an output height that does not match
     out = torch.empty(1, 3, bad.out_size[0] + 1, bad.out_size[1])
-    status = emulated_library.jmipose_joint_region_gather_forward_cuda(*pointers, _pointer(out), *sizes, ctypes.c_int32(0), ctypes.c_int32(0), ctypes.c_void_p(0))
+    tail = [ctypes.c_int32(0), ctypes.c_void_p(0)]  # device, stream
+    status = emulated_library.jmipose_joint_region_gather_forward_cuda(*pointers, _pointer(out), *sizes,
+                                                                       ctypes.c_int32(0), *tail)
     assert status != 0 and b"output size" in emulated_library.jmipose_cuda_last_error()
     status = emulated_library.jmipose_joint_region_gather_forward_cuda(*pointers, _pointer(out), *_sizes(bad),
-                                                                       ctypes.c_int32(1), ctypes.c_int32(0), ctypes.c_void_p(0))
+                                                                       ctypes.c_int32(1), *tail)  # float64
     assert status != 0 and b"not supported" in emulated_library.jmipose_cuda_last_error()

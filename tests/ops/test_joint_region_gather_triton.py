@@ -9,15 +9,31 @@ output and all five gradients in one pass, and the half-type and model-shape swe
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from tests.ops.joint_region_gather_cases import (
-    BORDER_CASE, CASES, GRAD_NAMES, MODEL_CASE, Case, assert_close, assert_matches_reference,
-    assert_outside_samples_read_nothing, border_offsets, make_inputs, put_non_finite, reference)
+    BORDER_CASE,
+    CASES,
+    GRAD_NAMES,
+    MODEL_CASE,
+    Case,
+    assert_close,
+    assert_matches_reference,
+    assert_outside_samples_read_nothing,
+    border_offsets,
+    make_inputs,
+    put_non_finite,
+    reference,
+)
 
 pytest.importorskip("triton", reason="triton is not installed")
-from jmipose.kernels import joint_region_gather as kernels  # noqa: E402
+from jmipose.kernels import joint_region_gather as kernels
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -30,6 +46,7 @@ def _interpreter_problem() -> str | None:
         return None
     import triton
     import triton.language as tl
+    from triton.runtime.errors import InterpreterError
 
     @triton.jit
     def _count_kernel(out_ptr, n):
@@ -41,7 +58,7 @@ def _interpreter_problem() -> str | None:
     out = torch.zeros(1)
     try:
         _count_kernel[(1,)](out, 3)
-    except Exception as exc:  # the interpreter wraps the numpy TypeError
+    except InterpreterError as exc:  # it wraps numpy's TypeError
         import numpy
 
         return (f"triton {triton.__version__}'s interpreter cannot run loops with runtime bounds under numpy "
@@ -56,7 +73,8 @@ pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")
 # Small tiles force several pixel tiles, output blocks, channel blocks (with a partial last one) and
 # split reductions of grad weight, as the model's shapes do with the GPU tiles.
 SMALL_BLOCKS = kernels.Blocks(p=16, o=16, c=16, num_warps=4)
-SMALL_CONFIG = kernels.LaunchConfig(forward=SMALL_BLOCKS, data=SMALL_BLOCKS, weight=SMALL_BLOCKS, weight_splits=3)
+SMALL_CONFIG = kernels.LaunchConfig(forward=SMALL_BLOCKS, data=SMALL_BLOCKS, weight=SMALL_BLOCKS,
+                                    weight_splits=3)
 
 
 def run_triton(case: Case, inputs: dict, dtype: torch.dtype, needs=None, config=None):
@@ -141,7 +159,8 @@ def test_float64_is_refused():
     case = Case(batch=1)
     inputs = make_inputs(case, 8, torch.float64)
     with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
-        kernels.forward(inputs["input"], inputs["offset"], inputs["mask"], inputs["weight"], None, *case.geometry)
+        kernels.forward(inputs["input"], inputs["offset"], inputs["mask"], inputs["weight"], None,
+                        *case.geometry)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
@@ -163,36 +182,51 @@ def test_model_shape_on_gpu(dtype):
     check_case(MODEL_CASE, dtype, seed=13)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_kernels_compile_for_sm80_and_sm90(dtype):
-    """Compiles the three kernels with the host's GPU tiles for sm_80 and sm_90 (no GPU needed), so
-    code that only the compiler rejects (the interpreter accepts it) fails here."""
-    import triton
-    import triton.language as tl
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+_COMPILE_SCRIPT = """
+import sys
+import torch
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from jmipose.kernels import joint_region_gather as kernels
 
-    pointer = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
-    config = kernels.choose_config(48, 48, 1, 1, 6912, dtype)
-    common = {"DOT_FP32": dtype == torch.float32, "FP32_PRECISION": "tf32x3", "INDEX_DTYPE": tl.int32}
-    launches = [
-        (kernels._joint_region_gather_forward_kernel, config.forward, {}, {"HAS_MASK": True, "HAS_BIAS": True}),
-        (kernels._joint_region_gather_backward_data_kernel, config.data, {"grad_x_ptr": "*fp32"},
-         {"HAS_MASK": True, "NEEDS_INPUT_GRAD": True, "NEEDS_OFFSET_GRAD": True, "NEEDS_MASK_GRAD": True,
-          "NEEDS_CORNERS": True}),
-        (kernels._joint_region_gather_backward_weight_kernel, config.weight, {"partial_ptr": "*fp32"},
-         {"HAS_MASK": True}),
-    ]
-    for fn, blocks, pointers, flags in launches:
-        constexprs = {**flags, **common, "BLOCK_P": blocks.p, "BLOCK_O": blocks.o, "BLOCK_C": blocks.c}
-        signature = {name: "constexpr" if name in constexprs else pointers.get(name, pointer)
-                     if name.endswith("_ptr") else "i32" for name in fn.arg_names}
-        for capability in (80, 90):
-            compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
-                                      target=GPUTarget("cuda", capability, 32),
-                                      options={"num_warps": blocks.num_warps})
-            assert compiled.asm["cubin"], f"{fn.__name__} sm_{capability}"
+dtype = getattr(torch, sys.argv[1])
+pointer = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
+config = kernels.choose_config(48, 48, 1, 1, 6912, dtype)
+common = {"DOT_FP32": dtype == torch.float32, "FP32_PRECISION": "tf32x3", "INDEX_DTYPE": tl.int32}
+launches = [
+    (kernels._joint_region_gather_forward_kernel, config.forward, {}, {"HAS_MASK": True, "HAS_BIAS": True}),
+    (kernels._joint_region_gather_backward_data_kernel, config.data, {"grad_x_ptr": "*fp32"},
+     {"HAS_MASK": True, "NEEDS_INPUT_GRAD": True, "NEEDS_OFFSET_GRAD": True, "NEEDS_MASK_GRAD": True,
+      "NEEDS_CORNERS": True}),
+    (kernels._joint_region_gather_backward_weight_kernel, config.weight, {"partial_ptr": "*fp32"},
+     {"HAS_MASK": True}),
+]
+for fn, blocks, pointers, flags in launches:
+    constexprs = {**flags, **common, "BLOCK_P": blocks.p, "BLOCK_O": blocks.o, "BLOCK_C": blocks.c}
+    signature = {name: "constexpr" if name in constexprs else pointers.get(name, pointer)
+                 if name.endswith("_ptr") else "i32" for name in fn.arg_names}
+    for capability in (80, 90):
+        compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                                  target=GPUTarget("cuda", capability, 32), options={"num_warps": blocks.num_warps})
+        assert compiled.asm["cubin"], (fn.__name__, capability)
+print("compiled")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_kernels_compile_for_sm80_and_sm90(dtype, tmp_path):
+    """Compiles the three kernels with the host's GPU tiles for sm_80 and sm_90 (no GPU needed), so
+    code that only the compiler rejects (the interpreter accepts it) fails here.  In a subprocess:
+    this process's kernels are interpreted (conftest sets TRITON_INTERPRET=1)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, dtype], capture_output=True, text=True,
+                            env=env, check=False)
+    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-4000:]
 
 
 # --- the CUDA backend, through the public op (runs only where a GPU is present) -------------------
@@ -203,9 +237,11 @@ def _cuda_op(case: Case, inputs: dict, dtype: torch.dtype):
     status = jmipose.ops.backends()["cuda"]
     if not status.live:
         pytest.skip(f"cuda backend not live: {status.reason}")
-    leaves = {n: None if inputs[n] is None else inputs[n].to("cuda", dtype).requires_grad_() for n in GRAD_NAMES}
+    leaves = {n: None if inputs[n] is None else inputs[n].to("cuda", dtype).requires_grad_()
+              for n in GRAD_NAMES}
     out = jmipose.ops.joint_region_gather(leaves["input"], leaves["offset"], leaves["weight"], leaves["bias"],
-                                          case.stride, case.padding, case.dilation, leaves["mask"], backend="cuda")
+                                          case.stride, case.padding, case.dilation, leaves["mask"],
+                                          backend="cuda")
     out.backward(inputs["grad_output"].to("cuda", dtype))
     return out.detach(), tuple(None if leaves[n] is None else leaves[n].grad for n in GRAD_NAMES)
 
