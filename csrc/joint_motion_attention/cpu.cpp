@@ -29,23 +29,51 @@
 
 #include "common/error.h"
 #include "common/macros.h"
-#include "joint_motion_attention/cpu_blocks.h"
 #include "joint_motion_attention/math.h"
+
+// The micro-kernels twice: for AVX2+FMA and for the portable baseline (see cpu_blocks.h).  Their
+// 32-byte vector arguments only pass between always-inline helpers, so GCC's note that such
+// arguments have another ABI without AVX does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define JMIPOSE_JMA_HAS_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace jmipose_jma_avx2 {
+#include "joint_motion_attention/cpu_blocks.h"
+}  // namespace jmipose_jma_avx2
+#pragma GCC pop_options
+#endif
+namespace jmipose_jma_portable {
+#include "joint_motion_attention/cpu_blocks.h"
+}  // namespace jmipose_jma_portable
 
 namespace {
 
-using jmipose::attention_cpu::column_max;
-using jmipose::attention_cpu::column_softmax_weights;
-using jmipose::attention_cpu::gemm;
-using jmipose::attention_cpu::probabilities_and_score_grads;
-using jmipose::attention_cpu::tile_cols;
+using jmipose_jma_portable::kLog2e;
+using jmipose_jma_portable::tile_cols;
+constexpr double kLn2 = 0.69314718055994530942;
 namespace softmax = jmipose::attention;
 
+bool cpu_has_avx2_fma() {
+#ifdef JMIPOSE_JMA_HAS_AVX2
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
 // Block sizes.  Query/key blocks that become GEMM columns are multiples of the tile width (16).
-constexpr int64_t kForwardQueries = 64;
-constexpr int64_t kForwardKeys = 96;
-constexpr int64_t kBackwardQueries = 64;
-constexpr int64_t kBackwardKeys = 64;
+#ifndef JMA_FQ
+#define JMA_FQ 64
+#define JMA_FK 96
+#define JMA_BQ 64
+#define JMA_BK 64
+#endif
+constexpr int64_t kForwardQueries = JMA_FQ;
+constexpr int64_t kForwardKeys = JMA_FK;
+constexpr int64_t kBackwardQueries = JMA_BQ;
+constexpr int64_t kBackwardKeys = JMA_BK;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -126,12 +154,11 @@ struct Shape {
 
 template <typename T>
 int64_t forward_scratch_size(int64_t d) {
-  return round_up(d * kForwardQueries + kForwardKeys * kForwardQueries + kForwardQueries * d + 6 * kForwardQueries,
-                  16);
+  return round_up(d * kForwardQueries + kForwardKeys * kForwardQueries + kForwardQueries * d + 3 * kForwardQueries, 16);
 }
 
 // Queries [q0, q0 + nq) of head bh; ws holds forward_scratch_size elements.
-template <typename T>
+template <typename T, typename Blocks>
 void forward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t q0, T scale, T* ws) {
   constexpr int64_t kWidth = kForwardQueries;
   const int64_t d = shape.d, n_k = dir.n_k, nq = std::min(kWidth, dir.n_q - q0);
@@ -145,13 +172,11 @@ void forward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh
   T* row_max = acc + kWidth * d;
   T* row_sum = row_max + kWidth;
   T* alpha = row_sum + kWidth;
-  T* shift = alpha + kWidth;
-  T* block_max = shift + kWidth;
-  T* block_sum = block_max + kWidth;
 
+  const T scale_log2e = scale * static_cast<T>(kLog2e);  // scores in base-2 units (cpu_blocks.h)
   std::memset(queries_t, 0, sizeof(T) * d * kWidth);
   for (int64_t c = 0; c < nq; ++c)
-    for (int64_t t = 0; t < d; ++t) queries_t[t * kWidth + c] = scale * q[c * d + t];
+    for (int64_t t = 0; t < d; ++t) queries_t[t * kWidth + c] = scale_log2e * q[c * d + t];
   std::memset(acc, 0, sizeof(T) * nq * d);
   std::fill(row_max, row_max + kWidth, softmax::negative_infinity<T>());
   std::fill(row_sum, row_sum + kWidth, T(0));
@@ -159,20 +184,12 @@ void forward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh
   for (int64_t k0 = 0; k0 < n_k; k0 += kForwardKeys) {
     const int64_t nk = std::min(kForwardKeys, n_k - k0);
     const uint8_t* block_mask = mask != nullptr ? mask + k0 : nullptr;
-    gemm<T, false>(nk, kWidth, d, k + k0 * d, d, queries_t, kWidth, weights, kWidth, false);
-    column_max(weights, nk, kWidth, block_mask, block_max);
-    for (int64_t c = 0; c < kWidth; ++c) {
-      alpha[c] = softmax::online_softmax_rescale(row_max[c], block_max[c]);
-      shift[c] = softmax::softmax_shift(row_max[c]);
-      block_sum[c] = T(0);
-    }
-    column_softmax_weights(weights, nk, kWidth, block_mask, shift, block_sum);
-    for (int64_t c = 0; c < nq; ++c) {
-      row_sum[c] = row_sum[c] * alpha[c] + block_sum[c];
+    Blocks::template gemm<T, false>(nk, kWidth, d, k + k0 * d, d, queries_t, kWidth, weights, kWidth, false);
+    Blocks::online_softmax_columns(weights, nk, kWidth, block_mask, row_max, row_sum, alpha);
+    for (int64_t c = 0; c < nq; ++c)
       if (alpha[c] != T(1))
         for (int64_t t = 0; t < d; ++t) acc[c * d + t] *= alpha[c];
-    }
-    gemm<T, true>(nq, d, nk, weights, kWidth, v + k0 * d, d, acc, d, true);
+    Blocks::template gemm<T, true>(nq, d, nk, weights, kWidth, v + k0 * d, d, acc, d, true);
   }
 
   T* out = dir.out + (bh * dir.n_q + q0) * d;
@@ -182,11 +199,11 @@ void forward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh
     const T inverse_sum = softmax::online_softmax_inverse_sum(row_sum[c]);
     for (int64_t t = 0; t < d; ++t)
       out[c * d + t] = (res != nullptr ? res[c * d + t] : T(0)) + acc[c * d + t] * inverse_sum;
-    lse[c] = softmax::online_softmax_lse(row_max[c], row_sum[c]);
+    lse[c] = softmax::online_softmax_lse(row_max[c] * static_cast<T>(kLn2), row_sum[c]);
   }
 }
 
-template <typename T>
+template <typename T, typename Blocks>
 void forward(const Direction<T> (&dirs)[2], const Shape& shape, T scale) {
   const int64_t heads_total = shape.batch * shape.heads;
   const int64_t blocks0 = ceil_div(dirs[0].n_q, kForwardQueries), blocks1 = ceil_div(dirs[1].n_q, kForwardQueries);
@@ -201,7 +218,7 @@ void forward(const Direction<T> (&dirs)[2], const Shape& shape, T scale) {
     for (int64_t task = 0; task < tasks; ++task) {
       const int side = task < tasks0 ? 0 : 1;
       const int64_t local = side == 0 ? task : task - tasks0, blocks = side == 0 ? blocks0 : blocks1;
-      forward_query_block(dirs[side], shape, local / blocks, (local % blocks) * kForwardQueries, scale, ws);
+      forward_query_block<T, Blocks>(dirs[side], shape, local / blocks, (local % blocks) * kForwardQueries, scale, ws);
     }
   }
 }
@@ -216,7 +233,7 @@ int64_t backward_scratch_size(int64_t d) {
 
 template <typename T>
 struct BackwardBuffers {
-  T* keys_t;       // [d][kBackwardKeys]: scale * K^T of the key block, zero-padded
+  T* keys_t;       // [d][kBackwardKeys]: scale log2(e) K^T of the key block, zero-padded
   T* values_t;     // [d][kBackwardKeys]: V^T
   T* key_bias;     // [kBackwardKeys]: 0, or -inf for masked and padding keys
   T* probs;        // [query][key]
@@ -234,11 +251,12 @@ void pack_key_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int
   const T* k = dir.k + (bh * dir.n_k + k0) * d;
   const T* v = dir.v + (bh * dir.n_k + k0) * d;
   const uint8_t* mask = dir.key_mask != nullptr ? dir.key_mask + (bh / shape.heads) * dir.n_k + k0 : nullptr;
+  const T scale_log2e = scale * static_cast<T>(kLog2e);  // scores in base-2 units (cpu_blocks.h)
   std::memset(buf.keys_t, 0, sizeof(T) * d * kWidth);
   std::memset(buf.values_t, 0, sizeof(T) * d * kWidth);
   for (int64_t j = 0; j < nk; ++j)
     for (int64_t t = 0; t < d; ++t) {
-      buf.keys_t[t * kWidth + j] = scale * k[j * d + t];
+      buf.keys_t[t * kWidth + j] = scale_log2e * k[j * d + t];
       buf.values_t[t * kWidth + j] = v[j * d + t];
     }
   for (int64_t j = 0; j < kWidth; ++j)
@@ -246,36 +264,36 @@ void pack_key_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int
 }
 
 // probs and score_grads of queries [q0, q0 + nq) against the packed key block.
-template <typename T>
+template <typename T, typename Blocks>
 void pair_score_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t q0, int64_t nq, T scale,
                       const BackwardBuffers<T>& buf) {
   constexpr int64_t kWidth = kBackwardKeys;
   const int64_t d = shape.d, row = bh * dir.n_q + q0;
-  gemm<T, false>(nq, kWidth, d, dir.q + row * d, d, buf.keys_t, kWidth, buf.probs, kWidth, false);
-  gemm<T, false>(nq, kWidth, d, dir.grad_out + row * d, d, buf.values_t, kWidth, buf.score_grads, kWidth, false);
-  probabilities_and_score_grads(buf.probs, buf.score_grads, nq, kWidth, buf.key_bias, dir.lse + row, dir.delta + row,
+  Blocks::template gemm<T, false>(nq, kWidth, d, dir.q + row * d, d, buf.keys_t, kWidth, buf.probs, kWidth, false);
+  Blocks::template gemm<T, false>(nq, kWidth, d, dir.grad_out + row * d, d, buf.values_t, kWidth, buf.score_grads, kWidth, false);
+  Blocks::probabilities_and_score_grads(buf.probs, buf.score_grads, nq, kWidth, buf.key_bias, dir.lse + row, dir.delta + row,
                                 scale);
 }
 
 // dV += P^T dO and dK += dS^T Q for the key block [k0, k0 + nk) from queries [q0, q0 + nq).
-template <typename T>
+template <typename T, typename Blocks>
 void accumulate_key_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, int64_t nk,
                           int64_t q0, int64_t nq, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, q_row = bh * dir.n_q + q0, k_row = bh * dir.n_k + k0;
-  gemm<T, true>(nk, d, nq, buf.probs, kBackwardKeys, dir.grad_out + q_row * d, d, dir.grad_v + k_row * d, d, true);
-  gemm<T, true>(nk, d, nq, buf.score_grads, kBackwardKeys, dir.q + q_row * d, d, dir.grad_k + k_row * d, d, true);
+  Blocks::template gemm<T, true>(nk, d, nq, buf.probs, kBackwardKeys, dir.grad_out + q_row * d, d, dir.grad_v + k_row * d, d, true);
+  Blocks::template gemm<T, true>(nk, d, nq, buf.score_grads, kBackwardKeys, dir.q + q_row * d, d, dir.grad_k + k_row * d, d, true);
 }
 
 // dQ += dS K for the queries [q0, q0 + nq) from the key block [k0, k0 + nk).
-template <typename T>
+template <typename T, typename Blocks>
 void accumulate_query_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, int64_t nk,
                             int64_t q0, int64_t nq, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, q_row = bh * dir.n_q + q0, k_row = bh * dir.n_k + k0;
-  gemm<T, false>(nq, d, nk, buf.score_grads, kBackwardKeys, dir.k + k_row * d, d, dir.grad_q + q_row * d, d, true);
+  Blocks::template gemm<T, false>(nq, d, nk, buf.score_grads, kBackwardKeys, dir.k + k_row * d, d, dir.grad_q + q_row * d, d, true);
 }
 
 // One task does everything of one (direction, head): gradient rows owned by this task only.
-template <typename T>
+template <typename T, typename Blocks>
 void backward_head(const Direction<T>& dir, const Shape& shape, int64_t bh, T scale, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d;
   std::memset(dir.grad_q + bh * dir.n_q * d, 0, sizeof(T) * dir.n_q * d);
@@ -286,14 +304,14 @@ void backward_head(const Direction<T>& dir, const Shape& shape, int64_t bh, T sc
     pack_key_block(dir, shape, bh, k0, nk, scale, buf);
     for (int64_t q0 = 0; q0 < dir.n_q; q0 += kBackwardQueries) {
       const int64_t nq = std::min(kBackwardQueries, dir.n_q - q0);
-      pair_score_grads(dir, shape, bh, q0, nq, scale, buf);
-      accumulate_key_grads(dir, shape, bh, k0, nk, q0, nq, buf);
-      accumulate_query_grads(dir, shape, bh, k0, nk, q0, nq, buf);
+      pair_score_grads<T, Blocks>(dir, shape, bh, q0, nq, scale, buf);
+      accumulate_key_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
+      accumulate_query_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
     }
   }
 }
 
-template <typename T>
+template <typename T, typename Blocks>
 void backward_key_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, T scale,
                         const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, nk = std::min(kBackwardKeys, dir.n_k - k0), k_row = bh * dir.n_k + k0;
@@ -302,12 +320,12 @@ void backward_key_block(const Direction<T>& dir, const Shape& shape, int64_t bh,
   pack_key_block(dir, shape, bh, k0, nk, scale, buf);
   for (int64_t q0 = 0; q0 < dir.n_q; q0 += kBackwardQueries) {
     const int64_t nq = std::min(kBackwardQueries, dir.n_q - q0);
-    pair_score_grads(dir, shape, bh, q0, nq, scale, buf);
-    accumulate_key_grads(dir, shape, bh, k0, nk, q0, nq, buf);
+    pair_score_grads<T, Blocks>(dir, shape, bh, q0, nq, scale, buf);
+    accumulate_key_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
   }
 }
 
-template <typename T>
+template <typename T, typename Blocks>
 void backward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t q0, T scale,
                           const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, nq = std::min(kBackwardQueries, dir.n_q - q0);
@@ -315,8 +333,8 @@ void backward_query_block(const Direction<T>& dir, const Shape& shape, int64_t b
   for (int64_t k0 = 0; k0 < dir.n_k; k0 += kBackwardKeys) {
     const int64_t nk = std::min(kBackwardKeys, dir.n_k - k0);
     pack_key_block(dir, shape, bh, k0, nk, scale, buf);
-    pair_score_grads(dir, shape, bh, q0, nq, scale, buf);
-    accumulate_query_grads(dir, shape, bh, k0, nk, q0, nq, buf);
+    pair_score_grads<T, Blocks>(dir, shape, bh, q0, nq, scale, buf);
+    accumulate_query_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
   }
 }
 
@@ -340,7 +358,7 @@ void compute_delta(const Direction<T> (&dirs)[2], const Shape& shape, T* delta0,
 }
 
 // Schedule: (side, head) tasks when they keep >= 3/4 of the threads busy, else the two-pass split.
-template <typename T>
+template <typename T, typename Blocks>
 void backward(Direction<T> (&dirs)[2], const Shape& shape, T scale) {
   const int64_t heads_total = shape.batch * shape.heads;
   Scratch<T> delta(heads_total * (dirs[0].n_q + dirs[1].n_q));
@@ -370,11 +388,11 @@ void backward(Direction<T> (&dirs)[2], const Shape& shape, T scale) {
         const int64_t local = side == 0 ? task : task - tasks0, per_head = side == 0 ? per_head0 : per_head1;
         const int64_t bh = local / per_head, block = local % per_head;
         if (by_head)
-          backward_head(dirs[side], shape, bh, scale, buf);
+          backward_head<T, Blocks>(dirs[side], shape, bh, scale, buf);
         else if (phase == 0)
-          backward_key_block(dirs[side], shape, bh, block * kBackwardKeys, scale, buf);
+          backward_key_block<T, Blocks>(dirs[side], shape, bh, block * kBackwardKeys, scale, buf);
         else
-          backward_query_block(dirs[side], shape, bh, block * kBackwardQueries, scale, buf);
+          backward_query_block<T, Blocks>(dirs[side], shape, bh, block * kBackwardQueries, scale, buf);
       }
     }
   }
@@ -426,7 +444,13 @@ int forward_typed(const void* q_m, const void* k_m, const void* v_m, const void*
   dirs[1].q = q_j_rows.get(), dirs[1].k = k_m_rows.get(), dirs[1].v = v_m_rows.get(), dirs[1].res = res_j_rows.get();
   dirs[1].key_mask = mask_m, dirs[1].out = out_j_rows.get(), dirs[1].lse = static_cast<T*>(lse_j);
   dirs[1].n_q = n_j, dirs[1].n_k = n_m;
-  forward(dirs, Shape{batch, heads, d_pad}, static_cast<T>(scale));
+  const Shape shape{batch, heads, d_pad};
+#ifdef JMIPOSE_JMA_HAS_AVX2
+  if (cpu_has_avx2_fma()) {
+    forward<T, jmipose_jma_avx2::Blocks>(dirs, shape, static_cast<T>(scale));
+  } else
+#endif
+    forward<T, jmipose_jma_portable::Blocks>(dirs, shape, static_cast<T>(scale));
   out_m_rows.finish();
   out_j_rows.finish();
   return 0;
@@ -461,7 +485,13 @@ int backward_typed(const void* grad_out_m, const void* grad_out_j, const void* q
   dirs[1].lse = static_cast<T*>(const_cast<void*>(lse_j));
   dirs[1].grad_q = dq_j_rows.get(), dirs[1].grad_k = dk_m_rows.get(), dirs[1].grad_v = dv_m_rows.get();
   dirs[1].n_q = n_j, dirs[1].n_k = n_m;
-  backward(dirs, Shape{batch, heads, d_pad}, static_cast<T>(scale));
+  const Shape shape{batch, heads, d_pad};
+#ifdef JMIPOSE_JMA_HAS_AVX2
+  if (cpu_has_avx2_fma()) {
+    backward<T, jmipose_jma_avx2::Blocks>(dirs, shape, static_cast<T>(scale));
+  } else
+#endif
+    backward<T, jmipose_jma_portable::Blocks>(dirs, shape, static_cast<T>(scale));
   for (const PaddedRows<T>* grad : {&dq_m_rows, &dk_m_rows, &dv_m_rows, &dq_j_rows, &dk_j_rows, &dv_j_rows})
     grad->finish();
   return 0;
