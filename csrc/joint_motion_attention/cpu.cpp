@@ -78,6 +78,18 @@ constexpr int64_t kBackwardKeys = JMA_BK;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
+// Starting a parallel region costs microseconds, and far more when the machine is oversubscribed
+// (a region waits for every thread to be scheduled), so small problems use fewer threads: about one
+// per kWorkPerThread multiply-adds, never more than there are tasks.
+constexpr double kWorkPerThread = 4.0e6;
+constexpr int64_t kParallelCopyElements = int64_t(1) << 18;
+
+int threads_for(int64_t tasks, double multiply_adds) {
+  const double by_work = std::max(1.0, multiply_adds / kWorkPerThread);
+  const int64_t limit = std::min<int64_t>(omp_get_max_threads(), tasks);
+  return static_cast<int>(std::max<int64_t>(1, std::min<double>(limit, by_work)));
+}
+
 // 64-byte aligned scratch memory, freed on scope exit (also when an error unwinds the stack).
 template <typename T>
 class Scratch {
@@ -106,7 +118,7 @@ class PaddedRows {
         copy_(data != nullptr && d != d_pad ? rows * d_pad : 0) {
     if (copy_.get() == nullptr) return;
     T* padded = copy_.get();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * d_pad > kParallelCopyElements)
     for (int64_t row = 0; row < rows; ++row) {
       T* dst = padded + row * d_pad;
       if (copy_in) std::memcpy(dst, source_ + row * d, sizeof(T) * d);
@@ -116,7 +128,7 @@ class PaddedRows {
   T* get() const { return copy_.get() != nullptr ? copy_.get() : source_; }
   void finish() const {
     if (copy_.get() == nullptr) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows_ * d_pad_ > kParallelCopyElements)
     for (int64_t row = 0; row < rows_; ++row) std::memcpy(source_ + row * d_, copy_.get() + row * d_pad_, sizeof(T) * d_);
   }
 
@@ -208,10 +220,10 @@ void forward(const Direction<T> (&dirs)[2], const Shape& shape, T scale) {
   const int64_t heads_total = shape.batch * shape.heads;
   const int64_t blocks0 = ceil_div(dirs[0].n_q, kForwardQueries), blocks1 = ceil_div(dirs[1].n_q, kForwardQueries);
   const int64_t tasks0 = heads_total * blocks0, tasks = tasks0 + heads_total * blocks1;
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), tasks)));
+  const int threads = threads_for(tasks, 2.0 * shape.d * heads_total * dirs[0].n_q * dirs[0].n_k * 2);
   const int64_t per_thread = forward_scratch_size<T>(shape.d);
   Scratch<T> scratch(per_thread * threads);
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) if (threads > 1)
   {
     T* ws = scratch.get() + per_thread * omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
@@ -343,7 +355,7 @@ template <typename T>
 void compute_delta(const Direction<T> (&dirs)[2], const Shape& shape, T* delta0, T* delta1) {
   const int64_t d = shape.d, rows0 = shape.batch * shape.heads * dirs[0].n_q;
   const int64_t rows = rows0 + shape.batch * shape.heads * dirs[1].n_q;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * d > kParallelCopyElements)
   for (int64_t r = 0; r < rows; ++r) {
     const int side = r < rows0 ? 0 : 1;
     const int64_t row = side == 0 ? r : r - rows0;
@@ -366,10 +378,12 @@ void backward(Direction<T> (&dirs)[2], const Shape& shape, T scale) {
   dirs[1].delta = delta.get() + heads_total * dirs[0].n_q;
   compute_delta(dirs, shape, delta.get(), delta.get() + heads_total * dirs[0].n_q);
 
-  const int64_t max_threads = omp_get_max_threads(), head_tasks = 2 * heads_total;
-  const bool by_head = head_tasks >= 1 && 4 * head_tasks >= 3 * max_threads * ceil_div(head_tasks, max_threads);
+  const int64_t head_tasks = 2 * heads_total;
+  const int64_t block_tasks = heads_total * (ceil_div(dirs[0].n_q, kBackwardQueries) + ceil_div(dirs[1].n_q, kBackwardQueries));
+  const int64_t threads = threads_for(block_tasks, 5.0 * shape.d * heads_total * dirs[0].n_q * dirs[0].n_k * 2);
+  const bool by_head = 4 * head_tasks >= 3 * threads * ceil_div(head_tasks, threads);
   const int64_t per_thread = backward_scratch_size<T>(shape.d);
-  Scratch<T> scratch(per_thread * max_threads);
+  Scratch<T> scratch(per_thread * threads);
   int64_t blocks[2][2];  // [side][0: key blocks, 1: query blocks]
   for (int side = 0; side < 2; ++side) {
     blocks[side][0] = ceil_div(dirs[side].n_k, kBackwardKeys);
@@ -379,7 +393,7 @@ void backward(Direction<T> (&dirs)[2], const Shape& shape, T scale) {
   for (int phase = 0; phase < (by_head ? 1 : 2); ++phase) {
     const int64_t per_head0 = by_head ? 1 : blocks[0][phase], per_head1 = by_head ? 1 : blocks[1][phase];
     const int64_t tasks0 = heads_total * per_head0, tasks = tasks0 + heads_total * per_head1;
-#pragma omp parallel num_threads(static_cast<int>(max_threads))
+#pragma omp parallel num_threads(static_cast<int>(threads)) if (threads > 1)
     {
       const BackwardBuffers<T> buf(scratch.get() + per_thread * omp_get_thread_num(), shape.d);
 #pragma omp for schedule(dynamic, 1)
