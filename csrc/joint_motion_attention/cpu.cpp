@@ -5,7 +5,8 @@
 // over the tasks of both directions.  A task keeps its queries transposed and scaled (Q^T, packed
 // once) and walks the keys in blocks of kForwardKeys: scores^T = K Q^T (key rows read in place),
 // per-query running max and sum (math.h), weights exp(s - max), acc += weights^T V; at the end
-// out = res + acc / sum and lse = max + log(sum).
+// out = res + acc / sum and lse = max + log(sum).  The exponentials are taken in base 2 (scores
+// pre-multiplied by log2 e, cpu_blocks.h); the saved lse is in natural-log units, as the C ABI says.
 //
 // Backward (flash-attention-2 style): delta_i = dO_i . (out_i - res_i) first; then for each pair of a
 // key block and a query block: S = Q (scale K)^T, P = exp(S - lse) from the saved lse, dP = dO V^T,
@@ -14,7 +15,8 @@
 // enough (direction, batch, head) tasks for the threads, one task does a whole direction of one head
 // (5 GEMMs per pair); otherwise two passes make more tasks: dK, dV per key block, then dQ per query
 // block, recomputing P and dS (7 GEMMs per pair).  Both schedules run the same per-pair code and
-// accumulate in the same order, so the result is bitwise the same for any thread count.
+// accumulate in the same order, so the result is bitwise the same for any thread count (on one
+// machine: the AVX2 and the baseline micro-kernels round differently).
 //
 // Per-thread buffers are bounded by the block sizes.  When d is not a multiple of the GEMM tile width
 // (16 floats, 8 doubles) the tensors are first copied into zero-padded rows (memory O(B h N d)).
@@ -63,17 +65,12 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
-// Block sizes.  Query/key blocks that become GEMM columns are multiples of the tile width (16).
-#ifndef JMA_FQ
-#define JMA_FQ 64
-#define JMA_FK 96
-#define JMA_BQ 64
-#define JMA_BK 64
-#endif
-constexpr int64_t kForwardQueries = JMA_FQ;
-constexpr int64_t kForwardKeys = JMA_FK;
-constexpr int64_t kBackwardQueries = JMA_BQ;
-constexpr int64_t kBackwardKeys = JMA_BK;
+// Block sizes (the per-thread buffers of a d = 48 head stay within L2).  Blocks that become GEMM
+// columns (forward queries, backward keys) are multiples of the tile width, 16.
+constexpr int64_t kForwardQueries = 64;
+constexpr int64_t kForwardKeys = 96;
+constexpr int64_t kBackwardQueries = 64;
+constexpr int64_t kBackwardKeys = 64;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -129,7 +126,8 @@ class PaddedRows {
   void finish() const {
     if (copy_.get() == nullptr) return;
 #pragma omp parallel for schedule(static) if (rows_ * d_pad_ > kParallelCopyElements)
-    for (int64_t row = 0; row < rows_; ++row) std::memcpy(source_ + row * d_, copy_.get() + row * d_pad_, sizeof(T) * d_);
+    for (int64_t row = 0; row < rows_; ++row)
+      std::memcpy(source_ + row * d_, copy_.get() + row * d_pad_, sizeof(T) * d_);
   }
 
  private:
@@ -282,9 +280,10 @@ void pair_score_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, i
   constexpr int64_t kWidth = kBackwardKeys;
   const int64_t d = shape.d, row = bh * dir.n_q + q0;
   Blocks::template gemm<T, false>(nq, kWidth, d, dir.q + row * d, d, buf.keys_t, kWidth, buf.probs, kWidth, false);
-  Blocks::template gemm<T, false>(nq, kWidth, d, dir.grad_out + row * d, d, buf.values_t, kWidth, buf.score_grads, kWidth, false);
-  Blocks::probabilities_and_score_grads(buf.probs, buf.score_grads, nq, kWidth, buf.key_bias, dir.lse + row, dir.delta + row,
-                                scale);
+  Blocks::template gemm<T, false>(nq, kWidth, d, dir.grad_out + row * d, d, buf.values_t, kWidth, buf.score_grads,
+                                  kWidth, false);
+  Blocks::probabilities_and_score_grads(buf.probs, buf.score_grads, nq, kWidth, buf.key_bias, dir.lse + row,
+                                        dir.delta + row, scale);
 }
 
 // dV += P^T dO and dK += dS^T Q for the key block [k0, k0 + nk) from queries [q0, q0 + nq).
@@ -292,8 +291,10 @@ template <typename T, typename Blocks>
 void accumulate_key_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, int64_t nk,
                           int64_t q0, int64_t nq, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, q_row = bh * dir.n_q + q0, k_row = bh * dir.n_k + k0;
-  Blocks::template gemm<T, true>(nk, d, nq, buf.probs, kBackwardKeys, dir.grad_out + q_row * d, d, dir.grad_v + k_row * d, d, true);
-  Blocks::template gemm<T, true>(nk, d, nq, buf.score_grads, kBackwardKeys, dir.q + q_row * d, d, dir.grad_k + k_row * d, d, true);
+  Blocks::template gemm<T, true>(nk, d, nq, buf.probs, kBackwardKeys, dir.grad_out + q_row * d, d,
+                                 dir.grad_v + k_row * d, d, true);
+  Blocks::template gemm<T, true>(nk, d, nq, buf.score_grads, kBackwardKeys, dir.q + q_row * d, d,
+                                 dir.grad_k + k_row * d, d, true);
 }
 
 // dQ += dS K for the queries [q0, q0 + nq) from the key block [k0, k0 + nk).
@@ -301,7 +302,8 @@ template <typename T, typename Blocks>
 void accumulate_query_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, int64_t nk,
                             int64_t q0, int64_t nq, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, q_row = bh * dir.n_q + q0, k_row = bh * dir.n_k + k0;
-  Blocks::template gemm<T, false>(nq, d, nk, buf.score_grads, kBackwardKeys, dir.k + k_row * d, d, dir.grad_q + q_row * d, d, true);
+  Blocks::template gemm<T, false>(nq, d, nk, buf.score_grads, kBackwardKeys, dir.k + k_row * d, d,
+                                  dir.grad_q + q_row * d, d, true);
 }
 
 // One task does everything of one (direction, head): gradient rows owned by this task only.
@@ -379,7 +381,8 @@ void backward(Direction<T> (&dirs)[2], const Shape& shape, T scale) {
   compute_delta(dirs, shape, delta.get(), delta.get() + heads_total * dirs[0].n_q);
 
   const int64_t head_tasks = 2 * heads_total;
-  const int64_t block_tasks = heads_total * (ceil_div(dirs[0].n_q, kBackwardQueries) + ceil_div(dirs[1].n_q, kBackwardQueries));
+  const int64_t block_tasks =
+      heads_total * (ceil_div(dirs[0].n_q, kBackwardQueries) + ceil_div(dirs[1].n_q, kBackwardQueries));
   const int64_t threads = threads_for(block_tasks, 5.0 * shape.d * heads_total * dirs[0].n_q * dirs[0].n_k * 2);
   const bool by_head = 4 * head_tasks >= 3 * threads * ceil_div(head_tasks, threads);
   const int64_t per_thread = backward_scratch_size<T>(shape.d);

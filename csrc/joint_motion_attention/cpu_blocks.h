@@ -20,7 +20,7 @@ struct Simd {
 template <typename T>
 using Vec = typename Simd<T>::Vec;
 
-// GEMM tile: kTileRows rows x kTileCols columns (two vectors per row: 12 accumulators in registers
+// GEMM tile: kTileRows rows x tile_cols() columns (two vectors per row: 12 accumulators in registers
 // plus two B vectors and one broadcast, which fits AVX2's 16 ymm registers).
 constexpr int kTileRows = 6;
 constexpr double kLog2e = 1.44269504088896340736;  // scores are scaled by it for base-2 exponentials
@@ -120,86 +120,86 @@ JMIPOSE_ALWAYS_INLINE Vec<double> exp2_lanes(Vec<double> x) {
 
 // The block-level kernels, as static members so that cpu.cpp can pick one ISA's set as a type.
 struct Blocks {
-// C[m x n] (+)= A[m x depth] B[depth x n], n a multiple of tile_cols<T>() (callers pad it).  Every
-// element of C is one fused multiply-add chain over k = 0..depth-1 in order, whatever m and n are,
-// so a result never depends on how the caller blocked the work.
-template <typename T, bool kAColMajor>
-static void gemm(int64_t m, int64_t n, int64_t depth, const T* a, int64_t lda, const T* b,
-                             int64_t ldb, T* c, int64_t ldc, bool accumulate) {
-  constexpr int kCols = tile_cols<T>();
-  const int64_t a_row_step = kAColMajor ? 1 : lda;
-  for (int64_t col = 0; col < n; col += kCols) {
-    int64_t row = 0;
-    for (; row + kTileRows <= m; row += kTileRows)
-      gemm_tile<T, kTileRows, kAColMajor>(a + row * a_row_step, lda, b + col, ldb, c + row * ldc + col, ldc, depth,
-                                          accumulate);
-    if (row < m)
-      gemm_row_tail<T, kAColMajor>(m - row, a + row * a_row_step, lda, b + col, ldb, c + row * ldc + col, ldc,
-                                   depth, accumulate);
-  }
-}
-
-// Forward, one key block in the transposed layout: scores[key][query] (base-2 units), `keys` rows,
-// `width` query columns (a multiple of the vector width).  For each query column this is math.h's
-// online softmax step in vector form, base 2: the block's max over unmasked keys updates row_max
-// (online_softmax_rescale), alpha receives the factor for the accumulator, the scores become the
-// weights 2^(s - shift) with shift = softmax_shift(row_max) (0 on masked key rows), and
-// row_sum = row_sum * alpha + their sum.
-template <typename T>
-static void online_softmax_columns(T* scores, int64_t keys, int64_t width, const uint8_t* key_masked, T* row_max,
-                                   T* row_sum, T* alpha) {
-  constexpr int kLanes = Simd<T>::kLanes;
-  const Vec<T> negative_infinity = splat(jmipose::attention::negative_infinity<T>());
-  for (int64_t col = 0; col < width; col += kLanes) {
-    Vec<T> block_max = negative_infinity;
-    for (int64_t key = 0; key < keys; ++key) {
-      if (key_masked != nullptr && key_masked[key]) continue;
-      const Vec<T> s = load(scores + key * width + col);
-      block_max = s > block_max ? s : block_max;
+  // C[m x n] (+)= A[m x depth] B[depth x n], n a multiple of tile_cols<T>() (callers pad it).  Every
+  // element of C is one chain of multiply-adds over k = 0..depth-1 in order, whatever m and n are, so
+  // a result never depends on how the caller blocked the work.
+  template <typename T, bool kAColMajor>
+  static void gemm(int64_t m, int64_t n, int64_t depth, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+                   int64_t ldc, bool accumulate) {
+    constexpr int kCols = tile_cols<T>();
+    const int64_t a_row_step = kAColMajor ? 1 : lda;
+    for (int64_t col = 0; col < n; col += kCols) {
+      int64_t row = 0;
+      for (; row + kTileRows <= m; row += kTileRows)
+        gemm_tile<T, kTileRows, kAColMajor>(a + row * a_row_step, lda, b + col, ldb, c + row * ldc + col, ldc, depth,
+                                            accumulate);
+      if (row < m)
+        gemm_row_tail<T, kAColMajor>(m - row, a + row * a_row_step, lda, b + col, ldb, c + row * ldc + col, ldc,
+                                     depth, accumulate);
     }
-    const Vec<T> old_max = load(row_max + col);
-    const Vec<T> new_max = block_max > old_max ? block_max : old_max;
-    // exp2_lanes(-inf) is 0: a first finite max after -inf gives alpha 0, as in math.h.
-    const Vec<T> rescale = new_max == old_max ? splat(T(1)) : exp2_lanes(old_max - new_max);
-    const Vec<T> shift = new_max == negative_infinity ? Vec<T>{} : new_max;
-    Vec<T> block_sum{};
-    for (int64_t key = 0; key < keys; ++key) {
-      T* s = scores + key * width + col;
-      if (key_masked != nullptr && key_masked[key]) {
-        store(s, Vec<T>{});
-        continue;
-      }
-      const Vec<T> w = exp2_lanes(load(s) - shift);
-      store(s, w);
-      block_sum += w;
-    }
-    store(row_max + col, new_max);
-    store(row_sum + col, load(row_sum + col) * rescale + block_sum);
-    store(alpha + col, rescale);
   }
-}
 
-// Backward, one (query block, key block) pair in the natural layout [query][key], `width` key columns
-// (a multiple of the vector width), scores in base-2 units.  scores -> probabilities
-// 2^(s + key_bias - lse_shift(lse) log2 e) (math.h's probability_from_lse in base 2) with key_bias 0
-// or -inf (masked or padding keys); grad_probs -> score gradients times `scale`:
-// scale * p * (dp - delta) (math.h's score_gradient), the gradient of the unscaled product q.k.
-template <typename T>
-static void probabilities_and_score_grads(T* scores, T* grad_probs, int64_t queries, int64_t width,
-                                                      const T* key_bias, const T* lse, const T* delta, T scale) {
-  constexpr int kLanes = Simd<T>::kLanes;
-  for (int64_t query = 0; query < queries; ++query) {
-    T* s_row = scores + query * width;
-    T* dp_row = grad_probs + query * width;
-    const Vec<T> shift = splat(jmipose::attention::lse_shift(lse[query]) * T(kLog2e));
-    const Vec<T> row_delta = splat(delta[query]);
+  // Forward, one key block in the transposed layout: scores[key][query] (base-2 units), `keys` rows,
+  // `width` query columns (a multiple of the vector width).  For each query column this is math.h's
+  // online softmax step in vector form, base 2: the block's max over unmasked keys updates row_max
+  // (online_softmax_rescale), alpha receives the factor for the accumulator, the scores become the
+  // weights 2^(s - shift) with shift = softmax_shift(row_max) (0 on masked key rows), and
+  // row_sum = row_sum * alpha + their sum.
+  template <typename T>
+  static void online_softmax_columns(T* scores, int64_t keys, int64_t width, const uint8_t* key_masked,
+                                     T* row_max, T* row_sum, T* alpha) {
+    constexpr int kLanes = Simd<T>::kLanes;
+    const Vec<T> negative_infinity = splat(jmipose::attention::negative_infinity<T>());
     for (int64_t col = 0; col < width; col += kLanes) {
-      const Vec<T> p = exp2_lanes(load(s_row + col) + load(key_bias + col) - shift);
-      store(s_row + col, p);
-      store(dp_row + col, scale * p * (load(dp_row + col) - row_delta));
+      Vec<T> block_max = negative_infinity;
+      for (int64_t key = 0; key < keys; ++key) {
+        if (key_masked != nullptr && key_masked[key]) continue;
+        const Vec<T> s = load(scores + key * width + col);
+        block_max = s > block_max ? s : block_max;
+      }
+      const Vec<T> old_max = load(row_max + col);
+      const Vec<T> new_max = block_max > old_max ? block_max : old_max;
+      // exp2_lanes(-inf) is 0: a first finite max after -inf gives alpha 0, as in math.h.
+      const Vec<T> rescale = new_max == old_max ? splat(T(1)) : exp2_lanes(old_max - new_max);
+      const Vec<T> shift = new_max == negative_infinity ? Vec<T>{} : new_max;
+      Vec<T> block_sum{};
+      for (int64_t key = 0; key < keys; ++key) {
+        T* s = scores + key * width + col;
+        if (key_masked != nullptr && key_masked[key]) {
+          store(s, Vec<T>{});
+          continue;
+        }
+        const Vec<T> w = exp2_lanes(load(s) - shift);
+        store(s, w);
+        block_sum += w;
+      }
+      store(row_max + col, new_max);
+      store(row_sum + col, load(row_sum + col) * rescale + block_sum);
+      store(alpha + col, rescale);
     }
   }
-}
+
+  // Backward, one (query block, key block) pair in the natural layout [query][key], `width` key columns
+  // (a multiple of the vector width), scores in base-2 units.  scores -> probabilities
+  // 2^(s + key_bias - lse_shift(lse) log2 e) (math.h's probability_from_lse in base 2) with key_bias 0
+  // or -inf (masked or padding keys); grad_probs -> score gradients times `scale`:
+  // scale * p * (dp - delta) (math.h's score_gradient), the gradient of the unscaled product q.k.
+  template <typename T>
+  static void probabilities_and_score_grads(T* scores, T* grad_probs, int64_t queries, int64_t width,
+                                            const T* key_bias, const T* lse, const T* delta, T scale) {
+    constexpr int kLanes = Simd<T>::kLanes;
+    for (int64_t query = 0; query < queries; ++query) {
+      T* s_row = scores + query * width;
+      T* dp_row = grad_probs + query * width;
+      const Vec<T> shift = splat(jmipose::attention::lse_shift(lse[query]) * T(kLog2e));
+      const Vec<T> row_delta = splat(delta[query]);
+      for (int64_t col = 0; col < width; col += kLanes) {
+        const Vec<T> p = exp2_lanes(load(s_row + col) + load(key_bias + col) - shift);
+        store(s_row + col, p);
+        store(dp_row + col, scale * p * (load(dp_row + col) - row_delta));
+      }
+    }
+  }
 
 };  // struct Blocks
 

@@ -161,7 +161,7 @@ CASES = [
     Case(3, 1, 24, 50, 64, masks="all"),               # all-masked query rows in both directions
     Case(1, 1, 1, 1, 48),                              # N = 1
     Case(2, 1, 1, 9, 16, masks="all"),                 # N_m = 1 and a query without keys
-    Case(1, 2, 130, 97, 48, masks="random"),           # several blocks, ragged last blocks
+    Case(1, 1, 130, 97, 48, masks="random"),           # several blocks, ragged last blocks
     Case(1, 1, 20, 23, 128),
     Case(2, 1, 17, 19, 20, masks="random"),            # d not a multiple of 16
 ]
@@ -208,24 +208,25 @@ def test_all_masked_rows_give_residual_and_zero_gradients(backend):
         assert torch.all(grads[name].transpose(1, 2)[inputs[mask]] == 0), name
 
 
-def _fuzz_backends():
-    return [p for p in backend_params() if p.values[0] != "cuda" or _GPU]
+def _fuzz_cases(backend: str):
+    """Shapes for hypothesis.  The Triton interpreter costs ~0.1 s per launch plus more per block, so
+    its shapes stay tiny (the fixed cases above cover several query blocks for it)."""
+    small = backend == "triton" and not _GPU
+    return st.builds(
+        Case, batch=st.integers(1, 2 if small else 3), heads=st.integers(1, 1 if small else 2),
+        n_m=st.integers(1, 20 if small else 40), n_j=st.integers(1, 20 if small else 40),
+        d=st.sampled_from([16, 32, 48] if small else [16, 32, 48, 64]) | st.integers(1, 33),
+        residual=st.booleans(), masks=st.sampled_from(["none", "random", "all"]))
 
 
 @pytest.mark.fuzz
-@pytest.mark.parametrize("backend", _fuzz_backends())
+@pytest.mark.parametrize("backend", backend_params())
 def test_hypothesis_shapes(backend):
     device = require_backend(backend)
-    dtypes = _dtypes(backend, device)
-    odd_head_dims = backend in ("reference", "cpp")
 
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
-    @given(batch=st.integers(1, 3), heads=st.integers(1, 2), n_m=st.integers(1, 40), n_j=st.integers(1, 40),
-           d=st.sampled_from([16, 32, 48, 64]) | (st.integers(1, 40) if odd_head_dims else st.nothing()),
-           residual=st.booleans(), masks=st.sampled_from(["none", "random", "all"]), dtype=st.sampled_from(dtypes),
-           seed=st.integers(0, 2**16))
-    def check(batch, heads, n_m, n_j, d, residual, masks, dtype, seed):
-        case = Case(batch, heads, n_m, n_j, d, residual, masks)
+    @given(case=_fuzz_cases(backend), dtype=st.sampled_from(_dtypes(backend, device)), seed=st.integers(0, 2**16))
+    def check(case, dtype, seed):
         _check(_inputs(case, dtype, device, seed), backend, dtype, device, case)
 
     check()
@@ -259,7 +260,7 @@ def _op_args(inputs: dict, backend: str, scale: float = 0.3):
 @pytest.mark.parametrize("layout", ["contiguous", "permuted"])
 def test_opcheck(backend, layout):
     device = require_backend(backend)
-    case = Case(2, 2, 9, 6, 16, masks="random")
+    case = Case(1, 2, 9, 6, 16, masks="random")
     inputs = _inputs(case, torch.float32, device)
     if layout == "permuted":  # same values, [B, N, h, d] storage seen as [B, h, N, d]
         inputs = {name: t.transpose(1, 2).contiguous().transpose(1, 2) if t.dim() == 4 else t
