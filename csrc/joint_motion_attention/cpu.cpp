@@ -75,6 +75,12 @@ constexpr int64_t kBackwardKeys = 64;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
+// memset of `count` elements; torch gives empty tensors no storage, so p may be NULL when count is 0.
+template <typename T>
+void zero(T* p, int64_t count) {
+  if (count > 0) std::memset(p, 0, sizeof(T) * count);
+}
+
 // Starting a parallel region costs microseconds, and far more when the machine is oversubscribed
 // (a region waits for every thread to be scheduled), so small problems use fewer threads: about one
 // per kWorkPerThread multiply-adds, never more than there are tasks.
@@ -187,7 +193,7 @@ void forward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh
   std::memset(queries_t, 0, sizeof(T) * d * kWidth);
   for (int64_t c = 0; c < nq; ++c)
     for (int64_t t = 0; t < d; ++t) queries_t[t * kWidth + c] = scale_log2e * q[c * d + t];
-  std::memset(acc, 0, sizeof(T) * nq * d);
+  zero(acc, nq * d);
   std::fill(row_max, row_max + kWidth, softmax::negative_infinity<T>());
   std::fill(row_sum, row_sum + kWidth, T(0));
 
@@ -310,9 +316,9 @@ void accumulate_query_grads(const Direction<T>& dir, const Shape& shape, int64_t
 template <typename T, typename Blocks>
 void backward_head(const Direction<T>& dir, const Shape& shape, int64_t bh, T scale, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d;
-  std::memset(dir.grad_q + bh * dir.n_q * d, 0, sizeof(T) * dir.n_q * d);
-  std::memset(dir.grad_k + bh * dir.n_k * d, 0, sizeof(T) * dir.n_k * d);
-  std::memset(dir.grad_v + bh * dir.n_k * d, 0, sizeof(T) * dir.n_k * d);
+  zero(dir.grad_q + bh * dir.n_q * d, dir.n_q * d);
+  zero(dir.grad_k + bh * dir.n_k * d, dir.n_k * d);
+  zero(dir.grad_v + bh * dir.n_k * d, dir.n_k * d);
   for (int64_t k0 = 0; k0 < dir.n_k; k0 += kBackwardKeys) {
     const int64_t nk = std::min(kBackwardKeys, dir.n_k - k0);
     pack_key_block(dir, shape, bh, k0, nk, scale, buf);
@@ -329,8 +335,8 @@ template <typename T, typename Blocks>
 void backward_key_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, T scale,
                         const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, nk = std::min(kBackwardKeys, dir.n_k - k0), k_row = bh * dir.n_k + k0;
-  std::memset(dir.grad_k + k_row * d, 0, sizeof(T) * nk * d);
-  std::memset(dir.grad_v + k_row * d, 0, sizeof(T) * nk * d);
+  zero(dir.grad_k + k_row * d, nk * d);
+  zero(dir.grad_v + k_row * d, nk * d);
   pack_key_block(dir, shape, bh, k0, nk, scale, buf);
   for (int64_t q0 = 0; q0 < dir.n_q; q0 += kBackwardQueries) {
     const int64_t nq = std::min(kBackwardQueries, dir.n_q - q0);
@@ -343,7 +349,7 @@ template <typename T, typename Blocks>
 void backward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t q0, T scale,
                           const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, nq = std::min(kBackwardQueries, dir.n_q - q0);
-  std::memset(dir.grad_q + (bh * dir.n_q + q0) * d, 0, sizeof(T) * nq * d);
+  zero(dir.grad_q + (bh * dir.n_q + q0) * d, nq * d);
   for (int64_t k0 = 0; k0 < dir.n_k; k0 += kBackwardKeys) {
     const int64_t nk = std::min(kBackwardKeys, dir.n_k - k0);
     pack_key_block(dir, shape, bh, k0, nk, scale, buf);
