@@ -5,7 +5,8 @@
 
 ``scale`` defaults to d**-0.5; ``mask_m`` [B, N_m] / ``mask_j`` [B, N_j] are boolean key-padding
 masks (True = that token is not a key); a query whose keys are all masked gets the residual (or
-zeros) and zero gradients, never NaN.  JM-Pose's interaction block (../shared/PAPER.md) exchanges
+zeros) and zero gradients, never NaN.  NaN in the inputs propagates to the outputs it reaches (a NaN
+query gives a NaN output row), as in the reference.  JM-Pose's interaction block (../shared/PAPER.md) exchanges
 information between the motion features and the joint features of one crop this way.
 
 Backends (``backend=``; None picks the fastest live one for the device and dtype):

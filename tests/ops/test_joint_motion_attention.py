@@ -208,6 +208,18 @@ def test_all_masked_rows_give_residual_and_zero_gradients(backend):
         assert torch.all(grads[name].transpose(1, 2)[inputs[mask]] == 0), name
 
 
+@pytest.mark.parametrize("backend", backend_params())
+def test_nan_query_gives_nan_in_its_row_only(backend):
+    device = require_backend(backend)
+    case = Case(1, 1, 9, 12, 16)
+    inputs = _inputs(case, torch.float32, device)
+    inputs["q_m"][0, 0, 3] = float("nan")
+    out_m, out_j = jmipose.ops.joint_motion_attention(*_split(inputs)[0], **_split(inputs)[1], backend=backend)
+    assert torch.isnan(out_m[0, 0, 3]).all()
+    finite_rows = [i for i in range(case.n_m) if i != 3]
+    assert torch.isfinite(out_m[0, 0, finite_rows]).all() and torch.isfinite(out_j).all()
+
+
 def _fuzz_cases(backend: str):
     """Shapes for hypothesis.  The Triton interpreter costs ~0.1 s per launch plus more per block, so
     its shapes stay tiny (the fixed cases above cover several query blocks for it)."""
