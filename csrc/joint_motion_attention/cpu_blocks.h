@@ -37,7 +37,7 @@ JMIPOSE_ALWAYS_INLINE Vec<T> load(const T* p) {
 }
 
 template <typename T>
-JMIPOSE_ALWAYS_INLINE void store(T* p, Vec<T> v) {
+JMIPOSE_ALWAYS_INLINE void store(T* p, const Vec<T>& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
@@ -93,11 +93,11 @@ JMIPOSE_ALWAYS_INLINE void gemm_row_tail(int64_t rows, const T* a, int64_t lda, 
 // rounding, under 2 ulp); x is clamped to [-127, 128], where 2^-127 comes out exactly 0 (so -inf
 // gives 0; results below float's smallest normal, 1.2e-38, are flushed to 0) and 2^128 is inf; NaN
 // stays NaN (the clamps keep their second operand on NaN).  double (gradcheck, not speed): libm.
-JMIPOSE_ALWAYS_INLINE Vec<float> exp2_lanes(Vec<float> x) {
+JMIPOSE_ALWAYS_INLINE Vec<float> exp2_lanes(const Vec<float>& exponent) {
   typedef int32_t IntVec __attribute__((vector_size(32)));
   const Vec<float> lowest = splat(-127.0f), highest = splat(128.0f);
   const Vec<float> round_magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  x = highest < x ? highest : x;
+  Vec<float> x = highest < exponent ? highest : exponent;
   x = lowest > x ? lowest : x;
   const Vec<float> shifted = x + round_magic;  // n in the low mantissa bits
   const Vec<float> r = x - (shifted - round_magic);
@@ -112,9 +112,9 @@ JMIPOSE_ALWAYS_INLINE Vec<float> exp2_lanes(Vec<float> x) {
   return p * (Vec<float>)two_to_n;
 }
 
-JMIPOSE_ALWAYS_INLINE Vec<double> exp2_lanes(Vec<double> x) {
+JMIPOSE_ALWAYS_INLINE Vec<double> exp2_lanes(const Vec<double>& exponent) {
   Vec<double> result;
-  for (int lane = 0; lane < Simd<double>::kLanes; ++lane) result[lane] = std::exp2(x[lane]);
+  for (int lane = 0; lane < Simd<double>::kLanes; ++lane) result[lane] = std::exp2(exponent[lane]);
   return result;
 }
 
