@@ -5,17 +5,14 @@ eager reference, gradcheck, opcheck, torch.compile, non-contiguous inputs, error
 Inputs are N(0, 1) (outputs and gradients are O(1)); each backend's result is compared with the
 float64 reference evaluated on the same (dtype-rounded) inputs, ``|x - ref| <= atol + rtol |ref|``:
 
-=====================================  =====================  =====================
-dtype (where)                          forward (atol, rtol)   gradients (atol, rtol)
-=====================================  =====================  =====================
-float64 (reference, cpp)               1e-10, 1e-9            1e-10, 1e-9
-float32 on the CPU (reference, cpp,    2e-5, 1e-4             1e-4, 1e-3
-triton interpreter)
-float32 on a GPU (cuda, triton; the    5e-3, 5e-3             1e-2, 1e-2
-kernels may use TF32 tensor cores)
-float16 (GPU)                          5e-3, 5e-3             2e-2, 2e-2
-bfloat16 (GPU)                         3e-2, 3e-2             1e-1, 5e-2
-=====================================  =====================  =====================
+===================================  =====================  =====================
+dtype (where)                        forward (atol, rtol)   gradients (atol, rtol)
+===================================  =====================  =====================
+float64 (reference, cpp)             1e-10, 1e-9            1e-10, 1e-9
+float32 (all; IEEE products on GPU)  2e-5, 1e-4             1e-4, 1e-3
+float16 (GPU)                        5e-3, 5e-3             2e-2, 2e-2
+bfloat16 (GPU)                       4e-2, 4e-2             1e-1, 1e-1
+===================================  =====================  =====================
 
 The triton backend runs under ``TRITON_INTERPRET=1`` on CPU tensors when there is no GPU
 (tests/conftest.py), so its shapes here stay small.  ``JMIPOSE_FUZZ_EXAMPLES`` sets the number of
@@ -55,16 +52,14 @@ def _single_torch_thread():
     torch.set_num_threads(saved)
 
 
-def _tolerances(dtype: torch.dtype, device: torch.device) -> tuple[dict, dict]:
+def _tolerances(dtype: torch.dtype) -> tuple[dict, dict]:
     """(forward, gradient) tolerances as assert_close kwargs; the table in the module docstring."""
     if dtype == torch.float64:
         return dict(atol=1e-10, rtol=1e-9), dict(atol=1e-10, rtol=1e-9)
     if dtype == torch.float16:
         return dict(atol=5e-3, rtol=5e-3), dict(atol=2e-2, rtol=2e-2)
     if dtype == torch.bfloat16:
-        return dict(atol=3e-2, rtol=3e-2), dict(atol=1e-1, rtol=5e-2)
-    if device.type == "cuda":
-        return dict(atol=5e-3, rtol=5e-3), dict(atol=1e-2, rtol=1e-2)
+        return dict(atol=4e-2, rtol=4e-2), dict(atol=1e-1, rtol=1e-1)
     return dict(atol=2e-5, rtol=1e-4), dict(atol=1e-4, rtol=1e-3)
 
 
@@ -141,7 +136,7 @@ def _check(inputs: dict, backend: str, dtype: torch.dtype, device: torch.device,
     outputs, grads = _forward_backward(jmipose.ops.joint_motion_attention, inputs, grad_outputs, scale=scale,
                                        backend=backend)
     expected_outputs, expected_grads = _expected(inputs, grad_outputs, scale=scale)
-    forward_tol, grad_tol = _tolerances(dtype, device)
+    forward_tol, grad_tol = _tolerances(dtype)
     for name, out, ref in zip(("out_m", "out_j"), outputs, expected_outputs):
         assert out.dtype == dtype and out.device.type == device.type and out.shape == ref.shape, name
         torch.testing.assert_close(out.cpu().double(), ref, **forward_tol, msg=lambda m: f"{name} ({case}): {m}")
@@ -365,7 +360,7 @@ def test_matches_sdpa_pair(backend):
                                                                    attn_mask=~options["mask_j"][:, None, None, :])
         sdpa_j = options["res_j"] + F.scaled_dot_product_attention(q_j, k_m, v_m,
                                                                    attn_mask=~options["mask_m"][:, None, None, :])
-    tol = _tolerances(torch.float32, device)[0]
+    tol = _tolerances(torch.float32)[0]
     torch.testing.assert_close(out_m, sdpa_m, **tol)
     torch.testing.assert_close(out_j, sdpa_j, **tol)
 
