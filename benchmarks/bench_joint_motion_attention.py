@@ -50,7 +50,8 @@ import jmipose
 from jmipose.ops.joint_motion_attention import joint_motion_attention_reference
 
 OP = "joint_motion_attention"
-MODEL_SHAPES = [dict(B=b, h=h, N_m=n, N_j=n, d=d) for b in (8, 32) for h, d in ((1, 48), (4, 16)) for n in (1728, 6912)]
+MODEL_SHAPES = [dict(B=b, h=h, N_m=n, N_j=n, d=d)
+                for b in (8, 32) for h, d in ((1, 48), (4, 16)) for n in (1728, 6912)]
 PASSES = ("fwd", "fwd+bwd")
 BASELINES = ("eager", "compiled_eager", "sdpa_pair")
 # Dense peak TFLOP/s (bfloat16 tensor cores, float32 CUDA cores) for the achieved-vs-peak column.
@@ -248,8 +249,8 @@ def _record(case: dict, times: list[float] | None, peak: int | None, note: str |
     total = flops(case["shape"], case["pass"])
     record = {"op": OP, "variant": case["variant"], "pass": case["pass"], "backend": case["backend"],
               "baseline": case["variant"] in BASELINES, "shape": case["shape"], "dtype": case["dtype"],
-              "device": case["device"], "median_s": None, "iqr_s": None, "peak_mem_bytes": peak, "flops": total,
-              "tflops": None, "note": note}
+              "device": case["device"], "median_s": None, "iqr_s": None, "peak_mem_bytes": peak,
+              "flops": total, "tflops": None, "note": note}
     if times:
         quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
         record.update(median_s=statistics.median(times), iqr_s=quartiles[2] - quartiles[0])
@@ -306,8 +307,8 @@ def _device_peak(device: str, dtype: str) -> float | None:
     return None
 
 
-MARKDOWN_HEADER = ("| B | h | N | d | pass | variant | median ms | IQR ms | x eager | x SDPA pair | TFLOP/s | "
-                   "% peak | peak MB | note |\n" + "|" + "---|" * 14)
+MARKDOWN_HEADER = ("| B | h | N | d | pass | variant | median ms | IQR ms | x eager | x SDPA pair | "
+                   "TFLOP/s | % peak | peak MB | note |\n" + "|" + "---|" * 14)
 
 
 def markdown(records: list[dict], header: bool = True) -> str:
@@ -333,8 +334,9 @@ def markdown(records: list[dict], header: bool = True) -> str:
         tflops = "" if r["tflops"] is None else f"{r['tflops']:.3f}"
         percent = "" if peak is None or r["tflops"] is None else f"{100 * r['tflops'] / peak:.1f}"
         memory = "" if r["peak_mem_bytes"] is None else f"{r['peak_mem_bytes'] / 2**20:.0f}"
-        lines.append(f"| {s['B']} | {s['h']} | {s['N_m']} | {s['d']} | {r['pass']} | {name} | {median} | {iqr} | "
-                     f"{ratio('eager')} | {ratio('sdpa_pair')} | {tflops} | {percent} | {memory} | {r['note'] or ''} |")
+        cells = [s["B"], s["h"], s["N_m"], s["d"], r["pass"], name, median, iqr, ratio("eager"),
+                 ratio("sdpa_pair"), tflops, percent, memory, r["note"] or ""]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -358,9 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     all_cases = cases(device, include_long=args.all, cpu_gflop=args.cpu_gflop, shapes=shapes)
     threads = torch.get_num_threads()
-    print(f"# {OP} on {torch.cuda.get_device_name() if device == 'cuda' else f'CPU ({threads} torch threads)'}, "
-          f"torch {torch.__version__}, command: {' '.join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:]))}",
-          flush=True)
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({threads} torch threads)"
+    command = " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))
+    print(f"# {OP} on {where}, torch {torch.__version__}, command: {command}", flush=True)
     print(MARKDOWN_HEADER, flush=True)
     records = []
     for group in _groups(all_cases):  # rows appear as each (shape, pass) is measured

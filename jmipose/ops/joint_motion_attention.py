@@ -6,8 +6,8 @@
 ``scale`` defaults to d**-0.5; ``mask_m`` [B, N_m] / ``mask_j`` [B, N_j] are boolean key-padding
 masks (True = that token is not a key); a query whose keys are all masked gets the residual (or
 zeros) and zero gradients, never NaN.  NaN in the inputs propagates to the outputs it reaches (a NaN
-query gives a NaN output row), as in the reference.  JM-Pose's interaction block (../shared/PAPER.md) exchanges
-information between the motion features and the joint features of one crop this way.
+query gives a NaN output row), as in the reference.  JM-Pose's interaction block (../shared/PAPER.md)
+exchanges information between the motion features and the joint features of one crop this way.
 
 Backends (``backend=``; None picks the fastest live one for the device and dtype):
 
@@ -72,8 +72,8 @@ def _attend(query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None, 
     return torch.matmul(probs, value.to(probs.dtype)).to(query.dtype)
 
 
-def joint_motion_attention_reference(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor,
-                                     *, res_m: Tensor | None = None, res_j: Tensor | None = None,
+def joint_motion_attention_reference(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k_j: Tensor,
+                                     v_j: Tensor, *, res_m: Tensor | None = None, res_j: Tensor | None = None,
                                      scale: float | None = None, mask_m: Tensor | None = None,
                                      mask_j: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Eager PyTorch definition of the op (materialises both N_m x N_j score matrices)."""
@@ -137,18 +137,19 @@ def _native_forward(backend, q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m,
     lse_m = q_m.new_empty(q_m.shape[:3], dtype=stats)
     lse_j = q_j.new_empty(q_j.shape[:3], dtype=stats)
     ptr = _backends.ptr
-    args = [ptr(t) for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, _mask_bytes(mask_m), _mask_bytes(mask_j),
-                             out_m, out_j, lse_m, lse_j)]
+    args = [ptr(t) for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, _mask_bytes(mask_m),
+                             _mask_bytes(mask_j), out_m, out_j, lse_m, lse_j)]
     args += [*_sizes(q_m, q_j), ctypes.c_double(scale), _backends.dtype_code(q_m)]
     if backend == "cpp":
         _backends.call_cpu("jmipose_joint_motion_attention_forward_cpu", *args)
     else:
-        _backends.call_cuda("jmipose_joint_motion_attention_forward_cuda", *args, *_backends.cuda_stream_args(q_m))
+        _backends.call_cuda("jmipose_joint_motion_attention_forward_cuda", *args,
+                            *_backends.cuda_stream_args(q_m))
     return out_m, out_j, lse_m, lse_j
 
 
-def _native_backward(backend, grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j,
-                     mask_m, mask_j, lse_m, lse_j, scale):
+def _native_backward(backend, grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m,
+                     res_j, mask_m, mask_j, lse_m, lse_j, scale):
     # float16/bfloat16 gradients are accumulated in float32 buffers (the C ABI contract), cast back here.
     grad_dtype = torch.float32 if q_m.dtype in (torch.float16, torch.bfloat16) else q_m.dtype
     grads = [torch.empty_like(t, dtype=grad_dtype) for t in (q_m, k_m, v_m, q_j, k_j, v_j)]
@@ -159,7 +160,8 @@ def _native_backward(backend, grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v
     if backend == "cpp":
         _backends.call_cpu("jmipose_joint_motion_attention_backward_cpu", *args)
     else:
-        _backends.call_cuda("jmipose_joint_motion_attention_backward_cuda", *args, *_backends.cuda_stream_args(q_m))
+        _backends.call_cuda("jmipose_joint_motion_attention_backward_cuda", *args,
+                            *_backends.cuda_stream_args(q_m))
     return tuple(g.to(q_m.dtype) for g in grads)
 
 
@@ -180,8 +182,8 @@ def _forward_impl(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, sc
     return _native_forward(backend, *tensors, mask_m, mask_j, scale)
 
 
-def _backward_impl(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j,
-                   lse_m, lse_j, scale, backend):
+def _backward_impl(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m,
+                   mask_j, lse_m, lse_j, scale, backend):
     if backend == "reference" or _empty_or_reference(q_m, q_j):
         dq_m, dk_j, dv_j = _reference_direction_backward(grad_out_m, q_m, k_j, v_j, mask_j, scale)
         dq_j, dk_m, dv_m = _reference_direction_backward(grad_out_j, q_j, k_m, v_m, mask_m, scale)
@@ -209,8 +211,8 @@ _BACKWARD_SCHEMA = ("(Tensor grad_out_m, Tensor grad_out_j, Tensor q_m, Tensor k
 
 _forward_op = torch.library.custom_op("jmipose::joint_motion_attention", _forward_impl, mutates_args=(),
                                       schema=_FORWARD_SCHEMA)
-_backward_op = torch.library.custom_op("jmipose::joint_motion_attention_backward", _backward_impl, mutates_args=(),
-                                       schema=_BACKWARD_SCHEMA)
+_backward_op = torch.library.custom_op("jmipose::joint_motion_attention_backward", _backward_impl,
+                                       mutates_args=(), schema=_BACKWARD_SCHEMA)
 
 
 @_forward_op.register_fake
@@ -222,15 +224,17 @@ def _(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale, backend
 
 
 @_backward_op.register_fake
-def _(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m, lse_j,
-      scale, backend):
-    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q_m, k_m, v_m, q_j, k_j, v_j))
+def _(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m,
+      lse_j, scale, backend):
+    tokens = (q_m, k_m, v_m, q_j, k_j, v_j)
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in tokens)
 
 
 def _setup_context(ctx, inputs, output) -> None:
     q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale, backend = inputs
     out_m, out_j, lse_m, lse_j = output
-    ctx.save_for_backward(q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m, lse_j)
+    ctx.save_for_backward(q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m,
+                          lse_j)
     ctx.scale, ctx.backend = scale, backend
     ctx.mark_non_differentiable(lse_m, lse_j)
 
@@ -238,8 +242,8 @@ def _setup_context(ctx, inputs, output) -> None:
 def _backward(ctx, grad_out_m, grad_out_j, _grad_lse_m, _grad_lse_j):
     q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m, lse_j = ctx.saved_tensors
     grads = torch.ops.jmipose.joint_motion_attention_backward(
-        grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m, lse_j,
-        ctx.scale, ctx.backend)
+        grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j,
+        lse_m, lse_j, ctx.scale, ctx.backend)
     grad_res_m = grad_out_m if res_m is not None and ctx.needs_input_grad[6] else None
     grad_res_j = grad_out_j if res_j is not None and ctx.needs_input_grad[7] else None
     return (*grads, grad_res_m, grad_res_j, None, None, None, None)
@@ -260,7 +264,8 @@ def _check_tokens(name: str, tensor: Tensor, reference_name: str, reference: Ten
                          f"{reference_name}, N from {tokens_from}), got {list(tensor.shape)}")
 
 
-def _check_mask(name: str, mask: object, batch: int, tokens: int, tokens_name: str, device: torch.device) -> None:
+def _check_mask(name: str, mask: object, batch: int, tokens: int, tokens_name: str,
+                device: torch.device) -> None:
     if mask is None:
         return
     if not isinstance(mask, torch.Tensor):
@@ -309,9 +314,9 @@ def _supported_for(dtype: torch.dtype) -> tuple[str, ...]:
 
 
 def joint_motion_attention(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor, *,
-                           res_m: Tensor | None = None, res_j: Tensor | None = None, scale: float | None = None,
-                           mask_m: Tensor | None = None, mask_j: Tensor | None = None,
-                           backend: str | None = None) -> tuple[Tensor, Tensor]:
+                           res_m: Tensor | None = None, res_j: Tensor | None = None,
+                           scale: float | None = None, mask_m: Tensor | None = None,
+                           mask_j: Tensor | None = None, backend: str | None = None) -> tuple[Tensor, Tensor]:
     """Both attention directions between motion tokens (``*_m``, [B, h, N_m, d]) and joint tokens
     (``*_j``, [B, h, N_j, d]) in one call; returns ``(out_m, out_j)``.
 
@@ -325,6 +330,6 @@ def joint_motion_attention(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k
         allowed = ", ".join(str(d).replace("torch.", "") for d in _BACKEND_DTYPES[backend])
         raise TypeError(f"{_OP}: backend {backend!r} supports {allowed}; got q_m of dtype {q_m.dtype}")
     name = _backends.resolve_backend_cached(backend, q_m.device.type, _OP, _supported_for(q_m.dtype))
-    out_m, out_j, _, _ = torch.ops.jmipose.joint_motion_attention(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m,
-                                                                  mask_j, scale, name)
+    out_m, out_j, _, _ = torch.ops.jmipose.joint_motion_attention(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j,
+                                                                  mask_m, mask_j, scale, name)
     return out_m, out_j

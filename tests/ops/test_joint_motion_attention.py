@@ -71,6 +71,10 @@ def _dtypes(backend: str, device: torch.device) -> list[torch.dtype]:
     return [torch.float32]
 
 
+def _randn(gen: torch.Generator, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device, dtype)
+
+
 @dataclass(frozen=True)
 class Case:
     batch: int
@@ -82,21 +86,23 @@ class Case:
     masks: str = "none"  # "none", "random" (30% of the keys), "all" (some queries have no key at all)
 
     def __str__(self) -> str:
-        return f"B{self.batch}h{self.heads}m{self.n_m}j{self.n_j}d{self.d}{'r' if self.residual else ''}-{self.masks}"
+        residual = "r" if self.residual else ""
+        return f"B{self.batch}h{self.heads}m{self.n_m}j{self.n_j}d{self.d}{residual}-{self.masks}"
 
 
 def _inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int = 0) -> dict:
     """Token tensors (and masks, residuals) of the case, rounded to dtype, on device."""
     gen = torch.Generator().manual_seed(seed)
-    shapes = {"q_m": case.n_m, "k_m": case.n_m, "v_m": case.n_m, "q_j": case.n_j, "k_j": case.n_j, "v_j": case.n_j}
+    shapes = {"q_m": case.n_m, "k_m": case.n_m, "v_m": case.n_m,
+              "q_j": case.n_j, "k_j": case.n_j, "v_j": case.n_j}
     if case.residual:
         shapes.update(res_m=case.n_m, res_j=case.n_j)
-    inputs = {name: torch.randn(case.batch, case.heads, n, case.d, generator=gen, dtype=torch.float64).to(device, dtype)
+    inputs = {name: _randn(gen, (case.batch, case.heads, n, case.d), dtype, device)
               for name, n in shapes.items()}
     if case.masks != "none":
         mask_m = torch.rand(case.batch, case.n_m, generator=gen) < 0.3
         mask_j = torch.rand(case.batch, case.n_j, generator=gen) < 0.3
-        if case.masks == "all":  # batch 0: motion queries see no joint key; last batch: joint queries no motion key
+        if case.masks == "all":  # motion queries of batch 0 and joint queries of the last batch have no key
             mask_j[0] = True
             mask_m[-1] = True
         inputs.update(mask_m=mask_m.to(device), mask_j=mask_j.to(device))
@@ -105,7 +111,7 @@ def _inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int = 0)
 
 def _grad_outputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int = 1):
     gen = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(case.batch, case.heads, n, case.d, generator=gen, dtype=torch.float64).to(device, dtype)
+    return tuple(_randn(gen, (case.batch, case.heads, n, case.d), dtype, device)
                  for n in (case.n_m, case.n_j))
 
 
@@ -117,21 +123,25 @@ def _split(inputs: dict) -> tuple[list, dict]:
 
 def _forward_backward(fn, inputs: dict, grad_outputs, **kwargs):
     """Outputs and the gradients of every float input (None for absent residuals)."""
-    leaves = {name: t.detach().clone().requires_grad_(True) for name, t in inputs.items() if t.is_floating_point()}
+    leaves = {name: t.detach().clone().requires_grad_(True)
+              for name, t in inputs.items() if t.is_floating_point()}
     tokens, options = _split({**inputs, **leaves})
     outputs = fn(*tokens, **options, **kwargs)
     torch.autograd.backward(outputs, grad_outputs)
-    return [o.detach() for o in outputs], {name: leaves[name].grad if name in leaves else None for name in GRAD_NAMES}
+    grads = {name: leaves[name].grad if name in leaves else None for name in GRAD_NAMES}
+    return [o.detach() for o in outputs], grads
 
 
 def _expected(inputs: dict, grad_outputs, scale=None):
     """The float64 eager reference (differentiated by autograd) on the same inputs."""
-    as64 = {name: t.detach().cpu().double() if t.is_floating_point() else t.cpu() for name, t in inputs.items()}
+    as64 = {name: t.detach().cpu().double() if t.is_floating_point() else t.cpu()
+            for name, t in inputs.items()}
     grads64 = [g.detach().cpu().double() for g in grad_outputs]
     return _forward_backward(joint_motion_attention_reference, as64, grads64, scale=scale)
 
 
-def _check(inputs: dict, backend: str, dtype: torch.dtype, device: torch.device, case: Case, scale=None) -> None:
+def _check(inputs: dict, backend: str, dtype: torch.dtype, device: torch.device, case: Case,
+           scale=None) -> None:
     grad_outputs = _grad_outputs(case, dtype, device)
     outputs, grads = _forward_backward(jmipose.ops.joint_motion_attention, inputs, grad_outputs, scale=scale,
                                        backend=backend)
@@ -139,7 +149,8 @@ def _check(inputs: dict, backend: str, dtype: torch.dtype, device: torch.device,
     forward_tol, grad_tol = _tolerances(dtype)
     for name, out, ref in zip(("out_m", "out_j"), outputs, expected_outputs):
         assert out.dtype == dtype and out.device.type == device.type and out.shape == ref.shape, name
-        torch.testing.assert_close(out.cpu().double(), ref, **forward_tol, msg=lambda m: f"{name} ({case}): {m}")
+        torch.testing.assert_close(out.cpu().double(), ref, **forward_tol,
+                                   msg=lambda m: f"{name} ({case}): {m}")
     for name in GRAD_NAMES:
         if expected_grads[name] is None:
             continue
@@ -209,7 +220,8 @@ def test_nan_query_gives_nan_in_its_row_only(backend):
     case = Case(1, 1, 9, 12, 16)
     inputs = _inputs(case, torch.float32, device)
     inputs["q_m"][0, 0, 3] = float("nan")
-    out_m, out_j = jmipose.ops.joint_motion_attention(*_split(inputs)[0], **_split(inputs)[1], backend=backend)
+    tokens, options = _split(inputs)
+    out_m, out_j = jmipose.ops.joint_motion_attention(*tokens, **options, backend=backend)
     assert torch.isnan(out_m[0, 0, 3]).all()
     finite_rows = [i for i in range(case.n_m) if i != 3]
     assert torch.isfinite(out_m[0, 0, finite_rows]).all() and torch.isfinite(out_j).all()
@@ -232,7 +244,8 @@ def test_hypothesis_shapes(backend):
     device = require_backend(backend)
 
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
-    @given(case=_fuzz_cases(backend), dtype=st.sampled_from(_dtypes(backend, device)), seed=st.integers(0, 2**16))
+    @given(case=_fuzz_cases(backend), dtype=st.sampled_from(_dtypes(backend, device)),
+           seed=st.integers(0, 2**16))
     def check(case, dtype, seed):
         _check(_inputs(case, dtype, device, seed), backend, dtype, device, case)
 
@@ -242,20 +255,18 @@ def test_hypothesis_shapes(backend):
 @pytest.mark.parametrize("backend", backend_params("reference", "cpp"))
 def test_gradcheck_float64(backend):
     require_backend(backend)
-    case = Case(2, 1, 6, 5, 3, masks="all")
-    inputs = {name: t.requires_grad_(t.is_floating_point()) for name, t in _inputs(case, torch.float64,
-                                                                                   torch.device("cpu")).items()}
-    tokens, options = _split(inputs)
+    cpu = torch.device("cpu")
+    for case, seed in ((Case(2, 1, 6, 5, 3, masks="all"), 0), (Case(1, 2, 4, 7, 5), 3)):
+        inputs = {name: t.requires_grad_(t.is_floating_point())
+                  for name, t in _inputs(case, torch.float64, cpu, seed).items()}
+        tokens, options = _split(inputs)
 
-    def fn(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j):
-        return jmipose.ops.joint_motion_attention(q_m, k_m, v_m, q_j, k_j, v_j, res_m=res_m, res_j=res_j,
-                                                  mask_m=options["mask_m"], mask_j=options["mask_j"], backend=backend)
+        def fn(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j):
+            return jmipose.ops.joint_motion_attention(q_m, k_m, v_m, q_j, k_j, v_j, res_m=res_m, res_j=res_j,
+                                                      mask_m=options["mask_m"], mask_j=options["mask_j"],
+                                                      backend=backend)
 
-    assert torch.autograd.gradcheck(fn, (*tokens, options["res_m"], options["res_j"]))
-    inputs = {name: t.requires_grad_(t.is_floating_point()) for name, t in _inputs(
-        Case(1, 2, 4, 7, 5), torch.float64, torch.device("cpu"), seed=3).items()}
-    tokens, options = _split(inputs)
-    assert torch.autograd.gradcheck(fn, (*tokens, options["res_m"], options["res_j"]))
+        assert torch.autograd.gradcheck(fn, (*tokens, options["res_m"], options["res_j"]))
 
 
 def _op_args(inputs: dict, backend: str, scale: float = 0.3):
@@ -281,8 +292,8 @@ def test_opcheck(backend, layout):
     grad_outputs = _grad_outputs(case, torch.float32, device)
     tokens = [detached[name] for name in GRAD_NAMES[:6]]
     opcheck(torch.ops.jmipose.joint_motion_attention_backward.default,
-            (*grad_outputs, *tokens, outputs[0], outputs[1], detached["res_m"], detached["res_j"], detached["mask_m"],
-             detached["mask_j"], outputs[2], outputs[3], 0.3, backend))
+            (*grad_outputs, *tokens, outputs[0], outputs[1], detached["res_m"], detached["res_j"],
+             detached["mask_m"], detached["mask_j"], outputs[2], outputs[3], 0.3, backend))
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -356,10 +367,10 @@ def test_matches_sdpa_pair(backend):
     q_m, k_m, v_m, q_j, k_j, v_j = tokens
     out_m, out_j = jmipose.ops.joint_motion_attention(*tokens, **options, backend=backend)
     with torch.no_grad():
-        sdpa_m = options["res_m"] + F.scaled_dot_product_attention(q_m, k_j, v_j,
-                                                                   attn_mask=~options["mask_j"][:, None, None, :])
-        sdpa_j = options["res_j"] + F.scaled_dot_product_attention(q_j, k_m, v_m,
-                                                                   attn_mask=~options["mask_m"][:, None, None, :])
+        keys_j = ~options["mask_j"][:, None, None, :]  # SDPA's bool mask: True = takes part
+        keys_m = ~options["mask_m"][:, None, None, :]
+        sdpa_m = options["res_m"] + F.scaled_dot_product_attention(q_m, k_j, v_j, attn_mask=keys_j)
+        sdpa_j = options["res_j"] + F.scaled_dot_product_attention(q_j, k_m, v_m, attn_mask=keys_m)
     tol = _tolerances(torch.float32)[0]
     torch.testing.assert_close(out_m, sdpa_m, **tol)
     torch.testing.assert_close(out_j, sdpa_j, **tol)
@@ -382,7 +393,8 @@ def test_cpp_is_bitwise_deterministic_across_thread_counts():
     try:
         for threads in (1, 2, 3, 1):
             lib.omp_set_num_threads(ctypes.c_int(threads))
-            outputs, grads = _forward_backward(jmipose.ops.joint_motion_attention, inputs, grad_outputs, backend="cpp")
+            outputs, grads = _forward_backward(jmipose.ops.joint_motion_attention, inputs, grad_outputs,
+                                               backend="cpp")
             results.append([*outputs, *(g for g in grads.values() if g is not None)])
     finally:
         lib.omp_set_num_threads(ctypes.c_int(saved))
@@ -398,7 +410,8 @@ def test_empty_batch_and_no_keys():
         out_m, out_j = jmipose.ops.joint_motion_attention(q, q, q, q, q, q, backend=backend)
         assert out_m.shape == (0, 1, 5, 16) and out_j.shape == (0, 1, 5, 16)
         q_m, q_j, res_m = torch.randn(1, 1, 4, 16), torch.randn(1, 1, 0, 16), torch.randn(1, 1, 4, 16)
-        out_m, out_j = jmipose.ops.joint_motion_attention(q_m, q_m, q_m, q_j, q_j, q_j, res_m=res_m, backend=backend)
+        out_m, out_j = jmipose.ops.joint_motion_attention(q_m, q_m, q_m, q_j, q_j, q_j, res_m=res_m,
+                                                          backend=backend)
         assert torch.equal(out_m, res_m) and out_j.shape == (1, 1, 0, 16)
 
 
@@ -414,7 +427,8 @@ def test_errors_name_the_argument():
         op(q, q, q.long(), p, p, p)
     with pytest.raises(TypeError, match="one dtype"):
         op(q, q, q, p, p.double(), p)
-    with pytest.raises(ValueError, match=r"k_m must have shape \[B, h, N, d\] = \[2, 3, 5, 16\].*got \[2, 3, 6, 16\]"):
+    with pytest.raises(ValueError, match=r"k_m must have shape \[B, h, N, d\] = \[2, 3, 5, 16\].*"
+                                         r"got \[2, 3, 6, 16\]"):
         op(q, torch.randn(2, 3, 6, 16), q, p, p, p)
     with pytest.raises(ValueError, match=r"v_j must have shape .*\[2, 3, 7, 16\].*got \[2, 3, 7, 32\]"):
         op(q, q, q, p, p, torch.randn(2, 3, 7, 32))
@@ -437,7 +451,8 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="head dimension d must be >= 1"):
         e = torch.randn(2, 3, 5, 0)
         op(e, e, e, e, e, e)
-    with pytest.raises(TypeError, match=r"backend 'cpp' supports float32, float64; got q_m of dtype torch.float16"):
+    with pytest.raises(TypeError, match=r"backend 'cpp' supports float32, float64; got q_m of dtype "
+                                        r"torch.float16"):
         h = q.half()
         op(h, h, h, h, h, h, backend="cpp")
     with pytest.raises(ValueError, match="backend must be one of"):
@@ -466,8 +481,8 @@ def test_cpp_rejects_bad_sizes_without_crashing():
 
     def call(batch, heads, n_m, n_j, d, scale=0.25, dtype=0):
         sizes = [ctypes.c_int64(v) for v in (batch, heads, n_m, n_j, d)]
-        _backends.call_cpu("jmipose_joint_motion_attention_forward_cpu", *pointers, *sizes, ctypes.c_double(scale),
-                           ctypes.c_int32(dtype))
+        _backends.call_cpu("jmipose_joint_motion_attention_forward_cpu", *pointers, *sizes,
+                           ctypes.c_double(scale), ctypes.c_int32(dtype))
 
     for args, message in [((1, 1, -4, 4, 16), "sizes must be >= 0"), ((1, 1, 4, 4, 0), "head_dim must be in"),
                           ((1, 1, 4, 4, 16, float("inf")), "scale must be finite"),
@@ -476,6 +491,7 @@ def test_cpp_rejects_bad_sizes_without_crashing():
         with pytest.raises(jmipose.ops.KernelError, match=message):
             call(*args)
     null_q = [_backends.ptr(None)] + pointers[1:]
+    sizes = [ctypes.c_int64(v) for v in (1, 1, 4, 4, 16)]
     with pytest.raises(jmipose.ops.KernelError, match="q_m is NULL"):
-        _backends.call_cpu("jmipose_joint_motion_attention_forward_cpu", *null_q,
-                           *[ctypes.c_int64(v) for v in (1, 1, 4, 4, 16)], ctypes.c_double(0.25), ctypes.c_int32(0))
+        _backends.call_cpu("jmipose_joint_motion_attention_forward_cpu", *null_q, *sizes,
+                           ctypes.c_double(0.25), ctypes.c_int32(0))
