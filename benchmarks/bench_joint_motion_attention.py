@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--shape", action="append", default=None, metavar="B,h,N,d",
                         help="benchmark this shape instead of the model shapes (repeatable)")
+    parser.add_argument("--passes", nargs="+", choices=PASSES, default=list(PASSES))
     parser.add_argument("--json", default=None, help="also write the records to this file")
     args = parser.parse_args(argv)
     shapes = None
@@ -358,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             b, h, n, d = (int(v) for v in text.split(","))
             shapes.append(dict(B=b, h=h, N_m=n, N_j=n, d=d))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    all_cases = cases(device, include_long=args.all, cpu_gflop=args.cpu_gflop, shapes=shapes)
+    all_cases = cases(device, include_long=args.all, cpu_gflop=args.cpu_gflop, shapes=shapes,
+                      passes=tuple(args.passes))
     threads = torch.get_num_threads()
     where = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({threads} torch threads)"
     command = " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))
