@@ -60,7 +60,9 @@ int reserve_shared_memory(Kernel kernel, size_t bytes, int device, const char* w
   if (bytes <= 48 * 1024) return 0;
   int limit = 0;
   cudaError_t err = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  if (err != cudaSuccess) return jmipose::fail("%s: cannot read the shared-memory limit: %s", what, cudaGetErrorString(err));
+  if (err != cudaSuccess) {
+    return jmipose::fail("%s: cannot read the shared-memory limit: %s", what, cudaGetErrorString(err));
+  }
   if (bytes > static_cast<size_t>(limit)) {
     return jmipose::fail("%s: needs %zu bytes of shared memory per block, device %d allows %d", what, bytes, device,
                          limit);

@@ -50,7 +50,7 @@ struct BackwardDirection {
   float* grad_q;
   float* grad_k;  // gradients of this direction's keys and values
   float* grad_v;
-  float* delta;   // [B*h, n_q] scratch, aliases grad_q (see the header)
+  float* delta;   // [B*h, n_q] scratch that aliases grad_q (see cuda.cu)
   int64_t n_q, n_k;
 };
 

@@ -4,7 +4,8 @@
 // the tensor-core instruction mma.sync.m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16"): with
 // g = lane / 4 and t = lane % 4, an accumulator "n-tile" of 16 rows x 8 columns is four floats per
 // thread,
-//     c[0] = (row g, col 2t)   c[1] = (row g, col 2t + 1)   c[2] = (row g + 8, col 2t)   c[3] = (row g + 8, col 2t + 1).
+//     c[0] = (row g, col 2t)        c[1] = (row g, col 2t + 1)
+//     c[2] = (row g + 8, col 2t)    c[3] = (row g + 8, col 2t + 1)
 // Two primitives cover all products of the forward and backward passes:
 //     gemm_abt: acc (16 x NT*8) += A[16 rows of a shared tile] . B[NT*8 rows of a shared tile]^T
 //               (S = Q K^T, dP = dO V^T, S^T = K Q^T, dP^T = V dO^T; the reduction runs over the head dim)
@@ -12,7 +13,7 @@
 //               (O += P V, dQ += dS K, dV += P^T dO, dK += dS^T Q)
 // For float16/bfloat16 on sm_80+ they issue mma.sync (float32 accumulation; P is rounded to the input
 // type first, as in FlashAttention-2).  For float32 (and for older GPUs) the same layouts are computed
-// with FMAs in float32, exactly; gemm_pb then broadcasts P across the 4 threads of a row with shuffles.
+// with float32 FMAs (no TF32); gemm_pb then broadcasts P across the 4 threads of a row with shuffles.
 //
 // Shared tiles are row-major [rows][kStride] with kStride = D + 16 bytes of padding: the 8 rows a warp
 // reads at once then fall into distinct banks, and every row stays 16-byte aligned for vector copies.

@@ -375,9 +375,10 @@ def launch_configs(head_dim: int, dtype: torch.dtype, device: torch.device) -> L
     float16/bfloat16 run on tensor cores: 128x64 forward tiles as in FlashAttention-2; the backward keeps
     the side that owns the accumulators large (128 rows) and streams the other in 32-row tiles.  float32
     uses exact IEEE dot products (FMA, operands in registers), so its tiles are smaller.  The warp counts
-    are the smallest for which ptxas reports no register spills for these kernels on sm_90 and sm_80
-    (checked by compiling them ahead of time, which needs no GPU).  On CPU tensors (the interpreter, used
-    by tests) small tiles make small shapes span several blocks.
+    were chosen from ptxas register reports of these kernels compiled ahead of time for sm_90 and sm_80
+    (no GPU needed; triton 3.9): 4 warps spilled at 255 registers in most configurations, 8 warps do not
+    (at most 32 bytes on sm_80).  On CPU tensors (the interpreter, used by tests) small tiles make small
+    shapes span several blocks.
     """
     if device.type != "cuda":
         return LaunchConfigs(LaunchConfig(32, 16), LaunchConfig(32, 16), LaunchConfig(16, 32))
@@ -385,13 +386,11 @@ def launch_configs(head_dim: int, dtype: torch.dtype, device: torch.device) -> L
     if dtype == torch.float32:
         if padded_dim <= 64:
             return LaunchConfigs(LaunchConfig(64, 32, 8, 2), LaunchConfig(64, 32, 8, 2),
-                                 LaunchConfig(32, 64, 8, 2))
-        return LaunchConfigs(LaunchConfig(32, 32, 4, 2), LaunchConfig(32, 32, 8, 2),
+                                 LaunchConfig(32, 32, 8, 2))
+        return LaunchConfigs(LaunchConfig(32, 32, 8, 2), LaunchConfig(32, 32, 8, 2),
                              LaunchConfig(32, 32, 8, 2))
     if padded_dim <= 64:
-        forward_warps = 4 if padded_dim == 16 else 8
-        return LaunchConfigs(LaunchConfig(128, 64, forward_warps, 3), LaunchConfig(128, 32, 8, 3),
-                             LaunchConfig(32, 128, 8, 3))
+        return LaunchConfigs(LaunchConfig(128, 64, 8, 3), LaunchConfig(128, 32, 8, 3), LaunchConfig(32, 128, 8, 3))
     return LaunchConfigs(LaunchConfig(64, 64, 8, 2), LaunchConfig(64, 32, 8, 2), LaunchConfig(32, 64, 8, 2))
 
 

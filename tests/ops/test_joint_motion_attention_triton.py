@@ -11,6 +11,10 @@ bfloat16, GPU only: 5e-3 / 4e-2 on outputs, 2e-2 / 1e-1 on gradients, relative t
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,3 +202,65 @@ def test_cuda_backend_on_a_side_stream():
     with torch.cuda.stream(stream):
         check_public_op(problem, torch.float32, "cuda")
     stream.synchronize()
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiled for real GPUs without one: catches what the interpreter cannot (lowering errors, shared
+# memory).  Runs in a subprocess because this process runs Triton in interpreter mode.
+
+_COMPILE_FOR_GPUS = r"""
+import os, sys
+os.environ.pop("TRITON_INTERPRET", None)
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from jmipose.kernels import joint_motion_attention as jma
+
+def signature(kernel, dtype, constants):
+    sig, constexprs = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in constants:
+            sig[name] = "constexpr"
+            constexprs[(i,)] = constants[name]
+        elif name.startswith(("lse", "delta")):
+            sig[name] = "*fp32"
+        elif name.startswith("mask"):
+            sig[name] = "*u8"
+        elif name.endswith("_ptr"):
+            sig[name] = "*" + {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+        else:
+            sig[name] = "fp32" if name in ("scale", "qk_scale_log2") else "i32"
+    return sig, constexprs
+
+for capability in (80, 90):
+    for dtype in (torch.bfloat16, torch.float32):
+        head_dim = 48
+        configs = jma.launch_configs(head_dim, dtype, torch.device("cuda"))
+        shared = dict(HAS_MASK_M=True, HAS_MASK_J=True, HEAD_DIM=head_dim, BLOCK_D=64, DOT_PRECISION="ieee",
+                      WHILE_LOOPS=False)
+        kernels = [(jma._joint_motion_attention_forward_kernel, configs.forward, True),
+                   (jma._joint_motion_attention_backward_dq_kernel, configs.backward_dq, True),
+                   (jma._joint_motion_attention_backward_dkdv_kernel, configs.backward_dkdv, False)]
+        for kernel, config, has_residual in kernels:
+            constants = dict(shared, BLOCK_M=config.block_m, BLOCK_N=config.block_n)
+            if has_residual:
+                constants.update(HAS_RES_M=True, HAS_RES_J=True)
+            sig, constexprs = signature(kernel, dtype, constants)
+            compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
+                                      target=GPUTarget("cuda", capability, 32),
+                                      options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
+            print(capability, dtype, kernel.__name__, compiled.metadata.shared)
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm80_and_sm90(tmp_path):
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path))
+    env.pop("TRITON_INTERPRET", None)
+    result = subprocess.run([sys.executable, "-c", _COMPILE_FOR_GPUS], capture_output=True, text=True, env=env,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 12
+    for line in lines:
+        assert int(line.split()[-1]) <= 99 * 1024, f"more shared memory than an sm_86/sm_89 block has: {line}"
