@@ -1,0 +1,394 @@
+// joint_motion_attention, C++ CPU backend: both directions of the cross-attention with an online
+// softmax, never materialising an N x N matrix.
+//
+// Forward: one task per (direction, batch, head, block of kForwardQueries queries), OpenMP-dynamic
+// over the tasks of both directions.  A task keeps its queries transposed and scaled (Q^T, packed
+// once) and walks the keys in blocks of kForwardKeys: scores^T = K Q^T (key rows read in place),
+// per-query running max and sum (math.h), weights exp(s - max), acc += weights^T V; at the end
+// out = res + acc / sum and lse = max + log(sum).  The exponentials are taken in base 2 (scores
+// pre-multiplied by log2 e, cpu_blocks.h); the saved lse is in natural-log units, as the C ABI says.
+//
+// Backward (flash-attention-2 style): delta_i = dO_i . (out_i - res_i) first; then for each pair of a
+// key block and a query block: S = Q (scale K)^T, P = exp(S - lse) from the saved lse, dP = dO V^T,
+// dS = scale P (dP - delta); dV += P^T dO, dK += dS^T Q, dQ += dS K.  Deterministic without atomics:
+// each gradient row is accumulated by one thread, over the other side's blocks in index order.  With
+// enough (direction, batch, head) tasks for the threads, one task does a whole direction of one head
+// (5 GEMMs per pair); otherwise two passes make more tasks: dK, dV per key block, then dQ per query
+// block, recomputing P and dS (7 GEMMs per pair).  Both schedules run the same per-pair code and
+// accumulate in the same order, so the result is bitwise the same for any thread count (on one
+// machine: the AVX2 and the baseline micro-kernels round differently).
+//
+// Per-thread buffers are bounded by the block sizes.  When d is not a multiple of the GEMM tile width
+// (16 floats, 8 doubles) the tensors are first copied into zero-padded rows (memory O(B h N d)).
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "common/error.h"
+#include "common/macros.h"
+#include "joint_motion_attention/math.h"
+
+// The micro-kernels twice: for AVX2+FMA and for the portable baseline (see cpu_blocks.h).  Their
+// 32-byte vector arguments only pass between always-inline helpers, so GCC's note that such
+// arguments have another ABI without AVX does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define JMIPOSE_JMA_HAS_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace jmipose_jma_avx2 {
+#include "joint_motion_attention/cpu_blocks.h"
+}  // namespace jmipose_jma_avx2
+#pragma GCC pop_options
+#endif
+namespace jmipose_jma_portable {
+#include "joint_motion_attention/cpu_blocks.h"
+}  // namespace jmipose_jma_portable
+
+namespace {
+
+using jmipose_jma_portable::kLog2e;
+using jmipose_jma_portable::tile_cols;
+constexpr double kLn2 = 0.69314718055994530942;
+namespace softmax = jmipose::attention;
+
+bool cpu_has_avx2_fma() {
+#ifdef JMIPOSE_JMA_HAS_AVX2
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+// Block sizes (the per-thread buffers of a d = 48 head stay within L2).  Blocks that become GEMM
+// columns (forward queries, backward keys) are multiples of the tile width, 16.
+constexpr int64_t kForwardQueries = 64;
+constexpr int64_t kForwardKeys = 96;
+constexpr int64_t kBackwardQueries = 64;
+constexpr int64_t kBackwardKeys = 64;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// memset of `count` elements; torch gives empty tensors no storage, so p may be NULL when count is 0.
+template <typename T>
+void zero(T* p, int64_t count) {
+  if (count > 0) std::memset(p, 0, sizeof(T) * count);
+}
+
+// Starting a parallel region costs microseconds, and far more when the machine is oversubscribed
+// (a region waits for every thread to be scheduled), so small problems use fewer threads: about one
+// per kWorkPerThread multiply-adds, never more than there are tasks.
+constexpr double kWorkPerThread = 4.0e6;
+constexpr int64_t kParallelCopyElements = int64_t(1) << 18;
+
+int threads_for(int64_t tasks, double multiply_adds) {
+  const double by_work = std::max(1.0, multiply_adds / kWorkPerThread);
+  const int64_t limit = std::min<int64_t>(omp_get_max_threads(), tasks);
+  return static_cast<int>(std::max<int64_t>(1, std::min<double>(limit, by_work)));
+}
+
+// 64-byte aligned scratch memory, freed on scope exit (also when an error unwinds the stack).
+template <typename T>
+class Scratch {
+ public:
+  explicit Scratch(int64_t count) {
+    if (count <= 0) return;
+    data_ = static_cast<T*>(std::aligned_alloc(64, static_cast<size_t>(round_up(count * sizeof(T), 64))));
+    if (data_ == nullptr) throw std::bad_alloc();
+  }
+  ~Scratch() { std::free(data_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  T* get() const { return data_; }
+
+ private:
+  T* data_ = nullptr;
+};
+
+// Rows of d values seen with row length d_pad: the tensor itself when d == d_pad, else a zero-padded
+// copy.  An output (writable) copy is written back to the tensor by finish().
+template <typename T>
+class PaddedRows {
+ public:
+  PaddedRows(const void* data, int64_t rows, int64_t d, int64_t d_pad, bool copy_in)
+      : source_(static_cast<T*>(const_cast<void*>(data))), rows_(rows), d_(d), d_pad_(d_pad),
+        copy_(data != nullptr && d != d_pad ? rows * d_pad : 0) {
+    if (copy_.get() == nullptr) return;
+    T* padded = copy_.get();
+#pragma omp parallel for schedule(static) if (rows * d_pad > kParallelCopyElements)
+    for (int64_t row = 0; row < rows; ++row) {
+      T* dst = padded + row * d_pad;
+      if (copy_in) std::memcpy(dst, source_ + row * d, sizeof(T) * d);
+      std::memset(dst + (copy_in ? d : 0), 0, sizeof(T) * (copy_in ? d_pad - d : d_pad));
+    }
+  }
+  T* get() const { return copy_.get() != nullptr ? copy_.get() : source_; }
+  void finish() const {
+    if (copy_.get() == nullptr) return;
+#pragma omp parallel for schedule(static) if (rows_ * d_pad_ > kParallelCopyElements)
+    for (int64_t row = 0; row < rows_; ++row)
+      std::memcpy(source_ + row * d_, copy_.get() + row * d_pad_, sizeof(T) * d_);
+  }
+
+ private:
+  T* source_;
+  int64_t rows_, d_, d_pad_;
+  Scratch<T> copy_;
+};
+
+// One direction of the op: the queries of one token set against the keys/values of the other.
+// Pointers are at batch 0, head 0; [B, h, n, d] tensors have row length d (padded).
+template <typename T>
+struct Direction {
+  const T* q = nullptr;
+  const T* k = nullptr;
+  const T* v = nullptr;
+  const T* res = nullptr;
+  const uint8_t* key_mask = nullptr;  // [B, n_k] or null
+  T* out = nullptr;
+  T* lse = nullptr;
+  const T* grad_out = nullptr;
+  const T* delta = nullptr;  // [B, h, n_q]
+  T* grad_q = nullptr;
+  T* grad_k = nullptr;
+  T* grad_v = nullptr;
+  int64_t n_q = 0, n_k = 0;
+};
+
+struct Shape {
+  int64_t batch, heads, d;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Forward
+
+template <typename T>
+int64_t forward_scratch_size(int64_t d) {
+  return round_up(d * kForwardQueries + kForwardKeys * kForwardQueries + kForwardQueries * d + 3 * kForwardQueries, 16);
+}
+
+// Queries [q0, q0 + nq) of head bh; ws holds forward_scratch_size elements.
+template <typename T, typename Blocks>
+void forward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t q0, T scale, T* ws) {
+  constexpr int64_t kWidth = kForwardQueries;
+  const int64_t d = shape.d, n_k = dir.n_k, nq = std::min(kWidth, dir.n_q - q0);
+  const T* q = dir.q + (bh * dir.n_q + q0) * d;
+  const T* k = dir.k + bh * n_k * d;
+  const T* v = dir.v + bh * n_k * d;
+  const uint8_t* mask = dir.key_mask != nullptr ? dir.key_mask + (bh / shape.heads) * n_k : nullptr;
+  T* queries_t = ws;
+  T* weights = queries_t + d * kWidth;  // [key][query]: scores, then softmax weights
+  T* acc = weights + kForwardKeys * kWidth;
+  T* row_max = acc + kWidth * d;
+  T* row_sum = row_max + kWidth;
+  T* alpha = row_sum + kWidth;
+
+  const T scale_log2e = scale * static_cast<T>(kLog2e);  // scores in base-2 units (cpu_blocks.h)
+  std::memset(queries_t, 0, sizeof(T) * d * kWidth);
+  for (int64_t c = 0; c < nq; ++c)
+    for (int64_t t = 0; t < d; ++t) queries_t[t * kWidth + c] = scale_log2e * q[c * d + t];
+  zero(acc, nq * d);
+  std::fill(row_max, row_max + kWidth, softmax::negative_infinity<T>());
+  std::fill(row_sum, row_sum + kWidth, T(0));
+
+  for (int64_t k0 = 0; k0 < n_k; k0 += kForwardKeys) {
+    const int64_t nk = std::min(kForwardKeys, n_k - k0);
+    const uint8_t* block_mask = mask != nullptr ? mask + k0 : nullptr;
+    Blocks::template gemm<T, false>(nk, kWidth, d, k + k0 * d, d, queries_t, kWidth, weights, kWidth, false);
+    Blocks::online_softmax_columns(weights, nk, kWidth, block_mask, row_max, row_sum, alpha);
+    for (int64_t c = 0; c < nq; ++c)
+      if (alpha[c] != T(1))
+        for (int64_t t = 0; t < d; ++t) acc[c * d + t] *= alpha[c];
+    Blocks::template gemm<T, true>(nq, d, nk, weights, kWidth, v + k0 * d, d, acc, d, true);
+  }
+
+  T* out = dir.out + (bh * dir.n_q + q0) * d;
+  const T* res = dir.res != nullptr ? dir.res + (bh * dir.n_q + q0) * d : nullptr;
+  T* lse = dir.lse + bh * dir.n_q + q0;
+  for (int64_t c = 0; c < nq; ++c) {
+    const T inverse_sum = softmax::online_softmax_inverse_sum(row_sum[c]);
+    for (int64_t t = 0; t < d; ++t)
+      out[c * d + t] = (res != nullptr ? res[c * d + t] : T(0)) + acc[c * d + t] * inverse_sum;
+    lse[c] = softmax::online_softmax_lse(row_max[c] * static_cast<T>(kLn2), row_sum[c]);
+  }
+}
+
+template <typename T, typename Blocks>
+void forward(const Direction<T> (&dirs)[2], const Shape& shape, T scale) {
+  const int64_t heads_total = shape.batch * shape.heads;
+  const int64_t blocks0 = ceil_div(dirs[0].n_q, kForwardQueries), blocks1 = ceil_div(dirs[1].n_q, kForwardQueries);
+  const int64_t tasks0 = heads_total * blocks0, tasks = tasks0 + heads_total * blocks1;
+  const int threads = threads_for(tasks, 2.0 * shape.d * heads_total * dirs[0].n_q * dirs[0].n_k * 2);
+  const int64_t per_thread = forward_scratch_size<T>(shape.d);
+  Scratch<T> scratch(per_thread * threads);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    T* ws = scratch.get() + per_thread * omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int side = task < tasks0 ? 0 : 1;
+      const int64_t local = side == 0 ? task : task - tasks0, blocks = side == 0 ? blocks0 : blocks1;
+      forward_query_block<T, Blocks>(dirs[side], shape, local / blocks, (local % blocks) * kForwardQueries, scale, ws);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Backward
+
+#include "joint_motion_attention/cpu_backward.h"
+
+// ------------------------------------------------------------------------------------------------
+// C ABI entry points
+
+int check_sizes(const char* where, int64_t batch, int64_t heads, int64_t n_m, int64_t n_j, int64_t head_dim,
+                double scale, int32_t dtype) {
+  if (dtype != jmipose::kFloat32 && dtype != jmipose::kFloat64)
+    return jmipose::fail("%s: dtype code %d is not supported on the CPU (float32, float64)", where, dtype);
+  if (batch < 0 || heads < 0 || n_m < 0 || n_j < 0)
+    return jmipose::fail("%s: sizes must be >= 0, got batch=%lld heads=%lld n_m=%lld n_j=%lld", where,
+                         (long long)batch, (long long)heads, (long long)n_m, (long long)n_j);
+  if (head_dim < 1 || head_dim > (int64_t(1) << 20))
+    return jmipose::fail("%s: head_dim must be in [1, 2^20], got %lld", where, (long long)head_dim);
+  if (!std::isfinite(scale)) return jmipose::fail("%s: scale must be finite, got %g", where, scale);
+  int64_t rows = 0, elements = 0;
+  const int64_t d_pad = round_up(head_dim, 16);
+  if (__builtin_mul_overflow(batch, heads, &rows) || __builtin_mul_overflow(rows, std::max(n_m, n_j), &rows) ||
+      __builtin_mul_overflow(rows, d_pad, &elements) || elements > (int64_t(1) << 58))
+    return jmipose::fail("%s: tensor sizes overflow (batch=%lld heads=%lld n_m=%lld n_j=%lld head_dim=%lld)", where,
+                         (long long)batch, (long long)heads, (long long)n_m, (long long)n_j, (long long)head_dim);
+  return 0;
+}
+
+int check_pointers(const char* where, const void* const* pointers, const char* const* names, int count) {
+  for (int i = 0; i < count; ++i)
+    if (pointers[i] == nullptr) return jmipose::fail("%s: %s is NULL", where, names[i]);
+  return 0;
+}
+
+template <typename T>
+int forward_typed(const void* q_m, const void* k_m, const void* v_m, const void* q_j, const void* k_j,
+                  const void* v_j, const void* res_m, const void* res_j, const uint8_t* mask_m,
+                  const uint8_t* mask_j, void* out_m, void* out_j, void* lse_m, void* lse_j, int64_t batch,
+                  int64_t heads, int64_t n_m, int64_t n_j, int64_t d, double scale) {
+  const int64_t d_pad = round_up(d, tile_cols<T>()), rows_m = batch * heads * n_m, rows_j = batch * heads * n_j;
+  const PaddedRows<T> q_m_rows(q_m, rows_m, d, d_pad, true), k_m_rows(k_m, rows_m, d, d_pad, true),
+      v_m_rows(v_m, rows_m, d, d_pad, true), q_j_rows(q_j, rows_j, d, d_pad, true),
+      k_j_rows(k_j, rows_j, d, d_pad, true), v_j_rows(v_j, rows_j, d, d_pad, true),
+      res_m_rows(res_m, rows_m, d, d_pad, true), res_j_rows(res_j, rows_j, d, d_pad, true),
+      out_m_rows(out_m, rows_m, d, d_pad, false), out_j_rows(out_j, rows_j, d, d_pad, false);
+  Direction<T> dirs[2];
+  dirs[0].q = q_m_rows.get(), dirs[0].k = k_j_rows.get(), dirs[0].v = v_j_rows.get(), dirs[0].res = res_m_rows.get();
+  dirs[0].key_mask = mask_j, dirs[0].out = out_m_rows.get(), dirs[0].lse = static_cast<T*>(lse_m);
+  dirs[0].n_q = n_m, dirs[0].n_k = n_j;
+  dirs[1].q = q_j_rows.get(), dirs[1].k = k_m_rows.get(), dirs[1].v = v_m_rows.get(), dirs[1].res = res_j_rows.get();
+  dirs[1].key_mask = mask_m, dirs[1].out = out_j_rows.get(), dirs[1].lse = static_cast<T*>(lse_j);
+  dirs[1].n_q = n_j, dirs[1].n_k = n_m;
+  const Shape shape{batch, heads, d_pad};
+#ifdef JMIPOSE_JMA_HAS_AVX2
+  if (cpu_has_avx2_fma()) {
+    forward<T, jmipose_jma_avx2::Blocks>(dirs, shape, static_cast<T>(scale));
+  } else
+#endif
+    forward<T, jmipose_jma_portable::Blocks>(dirs, shape, static_cast<T>(scale));
+  out_m_rows.finish();
+  out_j_rows.finish();
+  return 0;
+}
+
+template <typename T>
+int backward_typed(const void* grad_out_m, const void* grad_out_j, const void* q_m, const void* k_m, const void* v_m,
+                   const void* q_j, const void* k_j, const void* v_j, const void* out_m, const void* out_j,
+                   const void* res_m, const void* res_j, const uint8_t* mask_m, const uint8_t* mask_j,
+                   const void* lse_m, const void* lse_j, void* grad_q_m, void* grad_k_m, void* grad_v_m,
+                   void* grad_q_j, void* grad_k_j, void* grad_v_j, int64_t batch, int64_t heads, int64_t n_m,
+                   int64_t n_j, int64_t d, double scale) {
+  const int64_t d_pad = round_up(d, tile_cols<T>()), rows_m = batch * heads * n_m, rows_j = batch * heads * n_j;
+  const PaddedRows<T> g_m_rows(grad_out_m, rows_m, d, d_pad, true), g_j_rows(grad_out_j, rows_j, d, d_pad, true),
+      q_m_rows(q_m, rows_m, d, d_pad, true), k_m_rows(k_m, rows_m, d, d_pad, true),
+      v_m_rows(v_m, rows_m, d, d_pad, true), q_j_rows(q_j, rows_j, d, d_pad, true),
+      k_j_rows(k_j, rows_j, d, d_pad, true), v_j_rows(v_j, rows_j, d, d_pad, true),
+      out_m_rows(out_m, rows_m, d, d_pad, true), out_j_rows(out_j, rows_j, d, d_pad, true),
+      res_m_rows(res_m, rows_m, d, d_pad, true), res_j_rows(res_j, rows_j, d, d_pad, true),
+      dq_m_rows(grad_q_m, rows_m, d, d_pad, false), dk_m_rows(grad_k_m, rows_m, d, d_pad, false),
+      dv_m_rows(grad_v_m, rows_m, d, d_pad, false), dq_j_rows(grad_q_j, rows_j, d, d_pad, false),
+      dk_j_rows(grad_k_j, rows_j, d, d_pad, false), dv_j_rows(grad_v_j, rows_j, d, d_pad, false);
+  Direction<T> dirs[2];
+  // Side 0: motion queries against joint keys; its dK/dV are the joint tokens' gradients.
+  dirs[0].q = q_m_rows.get(), dirs[0].k = k_j_rows.get(), dirs[0].v = v_j_rows.get(), dirs[0].res = res_m_rows.get();
+  dirs[0].key_mask = mask_j, dirs[0].out = out_m_rows.get(), dirs[0].grad_out = g_m_rows.get();
+  dirs[0].lse = static_cast<T*>(const_cast<void*>(lse_m));
+  dirs[0].grad_q = dq_m_rows.get(), dirs[0].grad_k = dk_j_rows.get(), dirs[0].grad_v = dv_j_rows.get();
+  dirs[0].n_q = n_m, dirs[0].n_k = n_j;
+  dirs[1].q = q_j_rows.get(), dirs[1].k = k_m_rows.get(), dirs[1].v = v_m_rows.get(), dirs[1].res = res_j_rows.get();
+  dirs[1].key_mask = mask_m, dirs[1].out = out_j_rows.get(), dirs[1].grad_out = g_j_rows.get();
+  dirs[1].lse = static_cast<T*>(const_cast<void*>(lse_j));
+  dirs[1].grad_q = dq_j_rows.get(), dirs[1].grad_k = dk_m_rows.get(), dirs[1].grad_v = dv_m_rows.get();
+  dirs[1].n_q = n_j, dirs[1].n_k = n_m;
+  const Shape shape{batch, heads, d_pad};
+#ifdef JMIPOSE_JMA_HAS_AVX2
+  if (cpu_has_avx2_fma()) {
+    backward<T, jmipose_jma_avx2::Blocks>(dirs, shape, static_cast<T>(scale));
+  } else
+#endif
+    backward<T, jmipose_jma_portable::Blocks>(dirs, shape, static_cast<T>(scale));
+  for (const PaddedRows<T>* grad : {&dq_m_rows, &dk_m_rows, &dv_m_rows, &dq_j_rows, &dk_j_rows, &dv_j_rows})
+    grad->finish();
+  return 0;
+}
+
+}  // namespace
+
+JMIPOSE_API int jmipose_joint_motion_attention_forward_cpu(
+    const void* q_m, const void* k_m, const void* v_m, const void* q_j, const void* k_j, const void* v_j,
+    const void* res_m, const void* res_j, const uint8_t* mask_m, const uint8_t* mask_j, void* out_m, void* out_j,
+    void* lse_m, void* lse_j, int64_t batch, int64_t heads, int64_t n_m, int64_t n_j, int64_t head_dim,
+    double scale, int32_t dtype) {
+  constexpr const char* kWhere = "joint_motion_attention forward (cpp)";
+  return jmipose::guarded(kWhere, [&]() -> int {
+    if (int status = check_sizes(kWhere, batch, heads, n_m, n_j, head_dim, scale, dtype)) return status;
+    const void* pointers[] = {q_m, k_m, v_m, out_m, lse_m, q_j, k_j, v_j, out_j, lse_j};
+    static const char* const names[] = {"q_m", "k_m", "v_m", "out_m", "lse_m", "q_j", "k_j", "v_j", "out_j", "lse_j"};
+    const bool has_m = batch * heads * n_m > 0, has_j = batch * heads * n_j > 0;
+    if (has_m && check_pointers(kWhere, pointers, names, 5)) return 1;
+    if (has_j && check_pointers(kWhere, pointers + 5, names + 5, 5)) return 1;
+    if (dtype == jmipose::kFloat32)
+      return forward_typed<float>(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, out_m, out_j, lse_m,
+                                  lse_j, batch, heads, n_m, n_j, head_dim, scale);
+    return forward_typed<double>(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, out_m, out_j, lse_m,
+                                 lse_j, batch, heads, n_m, n_j, head_dim, scale);
+  });
+}
+
+JMIPOSE_API int jmipose_joint_motion_attention_backward_cpu(
+    const void* grad_out_m, const void* grad_out_j, const void* q_m, const void* k_m, const void* v_m,
+    const void* q_j, const void* k_j, const void* v_j, const void* out_m, const void* out_j, const void* res_m,
+    const void* res_j, const uint8_t* mask_m, const uint8_t* mask_j, const void* lse_m, const void* lse_j,
+    void* grad_q_m, void* grad_k_m, void* grad_v_m, void* grad_q_j, void* grad_k_j, void* grad_v_j, int64_t batch,
+    int64_t heads, int64_t n_m, int64_t n_j, int64_t head_dim, double scale, int32_t dtype) {
+  constexpr const char* kWhere = "joint_motion_attention backward (cpp)";
+  return jmipose::guarded(kWhere, [&]() -> int {
+    if (int status = check_sizes(kWhere, batch, heads, n_m, n_j, head_dim, scale, dtype)) return status;
+    const void* pointers[] = {grad_out_m, q_m, k_m, v_m, out_m, lse_m, grad_q_m, grad_k_m, grad_v_m,
+                              grad_out_j, q_j, k_j, v_j, out_j, lse_j, grad_q_j, grad_k_j, grad_v_j};
+    static const char* const names[] = {"grad_out_m", "q_m", "k_m", "v_m", "out_m", "lse_m", "grad_q_m", "grad_k_m",
+                                        "grad_v_m", "grad_out_j", "q_j", "k_j", "v_j", "out_j", "lse_j", "grad_q_j",
+                                        "grad_k_j", "grad_v_j"};
+    const bool has_m = batch * heads * n_m > 0, has_j = batch * heads * n_j > 0;
+    if (has_m && check_pointers(kWhere, pointers, names, 9)) return 1;
+    if (has_j && check_pointers(kWhere, pointers + 9, names + 9, 9)) return 1;
+    if (dtype == jmipose::kFloat32)
+      return backward_typed<float>(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j,
+                                   mask_m, mask_j, lse_m, lse_j, grad_q_m, grad_k_m, grad_v_m, grad_q_j, grad_k_j,
+                                   grad_v_j, batch, heads, n_m, n_j, head_dim, scale);
+    return backward_typed<double>(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j,
+                                  mask_m, mask_j, lse_m, lse_j, grad_q_m, grad_k_m, grad_v_m, grad_q_j, grad_k_j,
+                                  grad_v_j, batch, heads, n_m, n_j, head_dim, scale);
+  });
+}
