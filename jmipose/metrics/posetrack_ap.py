@@ -209,16 +209,24 @@ def evaluate_frame(gt: Frame, pred: Frame, missing_score: float = MISSING_SCORE
     return assign_frame(gt_people, pred_people, missing_score)
 
 
-def load_and_check(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, require_scores: bool = True
+def load_and_check(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike, *, require_scores: bool = True
                    ) -> list[tuple[Sequence, dict[int, Frame]]]:
     """Read every GT sequence and its prediction file; raise one error listing every problem."""
-    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
-    for label, folder in (("gt_dir", gt_dir), ("pred_dir", pred_dir)):
-        if not folder.is_dir():
-            raise ValueError(f"{label}: {folder} is not a folder")
-    gt_files = sorted(Path(p) for p in glob.glob(str(gt_dir / "*.json")))
-    if not gt_files:
-        raise ValueError(f"gt_dir: no *.json ground-truth files in {gt_dir}")
+    pred_dir = Path(pred_dir)
+    if isinstance(gt_dir, (list, tuple)):
+        gt_files = [Path(p) for p in gt_dir]
+        missing = [str(p) for p in gt_files if not p.is_file()]
+        if missing or not gt_files:
+            raise ValueError(f"gt_dir: expected a folder or a non-empty list of files; missing: {missing}")
+    else:
+        gt_dir = Path(gt_dir)
+        if not gt_dir.is_dir():
+            raise ValueError(f"gt_dir: {gt_dir} is not a folder")
+        gt_files = sorted(Path(p) for p in glob.glob(str(gt_dir / "*.json")))
+        if not gt_files:
+            raise ValueError(f"gt_dir: no *.json ground-truth files in {gt_dir}")
+    if not pred_dir.is_dir():
+        raise ValueError(f"pred_dir: {pred_dir} is not a folder")
     gt_problems: list[str] = []
     sequences = [load_sequence(p, want_scores=False, problems=gt_problems) for p in gt_files]
     if gt_problems:
@@ -244,11 +252,12 @@ def load_and_check(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, re
     return pairs
 
 
-def posetrack_ap(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, per_sequence: bool = False, *,
+def posetrack_ap(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike, per_sequence: bool = False, *,
                  require_scores: bool = True, frame_filter: FrameFilter | None = None) -> dict:
     """PoseTrack multi-person AP (percent) of the predictions in ``pred_dir`` against ``gt_dir``.
 
-    Both folders hold one JSON per sequence with the same file names (PoseTrack18/21 COCO-style or
+    Both folders hold one JSON per sequence with the same file names (``gt_dir`` may also be a list of
+    ground-truth files) (PoseTrack18/21 COCO-style or
     PoseTrack17 annolist). Returns ``{"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle",
     "Total"}`` plus ``per_joint`` (the 15 joint APs), ``frames`` (frames scored) and, with
     ``per_sequence``, ``sequences`` (the same dict for each sequence on its own, as poseval's

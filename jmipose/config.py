@@ -1,0 +1,289 @@
+"""Run configuration: YAML files loaded into nested dataclasses, with dotted command-line overrides.
+
+    config = load_config("posetrack18", ["train.lr=2e-4", "model.backbone=w32"])
+    config.train.lr          # 0.0002 (a float: the override is typed by the dataclass field)
+
+A config is ``Config(name, output_dir, seed, model, data, train, eval)``. ``load_config`` takes a YAML
+path or the name of a config shipped in ``jmipose/configs``. Unknown keys and values of the wrong type
+are errors that name the dotted key; a section may leave out any field (its default applies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+_NONE_WORDS = ("null", "none", "~", "")
+
+
+class ConfigError(ValueError):
+    """A config value or key that does not fit the schema; the message names the dotted key."""
+
+
+# ----- typed conversion of plain values (YAML or command line) into dataclass fields -----
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """``value`` (from YAML or an override) as type ``tp``; a ConfigError naming ``key`` if it does not fit."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"config: {key} must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config: {key} must be one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config: {key} is a section; give it a mapping, got {value!r}")
+        return from_dict(tp, value, key)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config: {key} must be a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"config: {key} must have {len(args)} items, got {len(value)}")
+            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config: {key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config: {key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config: {key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config: {key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config: {key} must be a string, got {value!r}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"config: {key}: cannot read {value!r} as {_type_name(tp)}")
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    """Public fields of a dataclass and their resolved types."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
+
+
+def from_dict(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
+    """An instance of dataclass ``cls`` from a mapping; unknown keys and bad types name the dotted key."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"config: {where or cls.__name__} must be a mapping, got {values!r}")
+    known = _fields(cls)
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{where}.{name}" if where else str(name)
+        if name not in known:
+            raise ConfigError(f"config: unknown key {key!r}; known keys{' of ' + repr(where) if where else ''}: "
+                              f"{sorted(known)}")
+        kwargs[name] = _convert(value, known[name], key)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"config: {where or cls.__name__}: {e}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain dicts, lists and scalars (for YAML, JSON and checkpoints)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.init and not f.name.startswith("_")}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# ----- dotted overrides -----
+
+def _parse_override_value(raw: str, tp: Any, key: str) -> Any:
+    """A command-line string as the field's type: YAML syntax, with strings and floats read leniently."""
+    options = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    if type(None) in options and raw.strip().lower() in _NONE_WORDS:
+        return None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    if str in options and not isinstance(value, str) and not any(
+            o is not str and _fits(value, o, key) for o in options if o is not type(None)):
+        value = raw  # e.g. name=2024 for a string field
+    return _convert(value, tp, key)
+
+
+def _fits(value: Any, tp: Any, key: str) -> bool:
+    try:
+        _convert(value, tp, key)
+        return True
+    except ConfigError:
+        return False
+
+
+def apply_overrides(config: Any, overrides: Iterable[str]) -> Any:
+    """A copy of ``config`` with ``section.field=value`` overrides applied (typed by the field)."""
+    data = to_dict(config)
+    cls = type(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"config override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        node, node_cls, where = data, cls, ""
+        for depth, part in enumerate(parts):
+            known = _fields(node_cls)
+            if part not in known:
+                raise ConfigError(f"config: unknown key {('.'.join(parts[:depth + 1]))!r} in override {item!r}; "
+                                  f"known keys{' of ' + repr(where) if where else ''}: {sorted(known)}")
+            tp = known[part]
+            where = ".".join(parts[:depth + 1])
+            if depth == len(parts) - 1:
+                if dataclasses.is_dataclass(tp):
+                    raise ConfigError(f"config: {where} is a section; set one of its keys ({where}.<key>=...)")
+                node[part] = to_dict(_parse_override_value(raw, tp, where))
+            else:
+                if not dataclasses.is_dataclass(tp):
+                    raise ConfigError(f"config: {where} is not a section, so {key!r} cannot be set")
+                node, node_cls = node.setdefault(part, {}), tp
+    return from_dict(cls, data)
+
+
+# ----- the training and evaluation sections -----
+
+@dataclass
+class TrainConfig:
+    """Training (defaults: the official JMI recipe: AdamW, lr 1e-4, wd 1e-4, 20 epochs, x0.1 at 5/10/15).
+
+    ``batch_size`` is per process. ``grad_clip``: max global gradient norm (None: off). ``amp``:
+    ``auto`` (bf16 on GPUs that have it, else fp16; off on CPU), ``bf16``, ``fp16`` or ``off``.
+    ``val_every``: validate (AP) every N epochs (0: never). ``checkpoint_every``: also checkpoint every
+    N steps inside an epoch (0: at epoch ends only). ``aux_weight``: weight of the auxiliary objective.
+    ``max_steps``: stop after this many optimizer steps in total (None: run all epochs; for smoke runs).
+    """
+
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    milestones: tuple[int, ...] = (5, 10, 15)
+    lr_factor: float = 0.1
+    grad_clip: float | None = None
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    aux_weight: float = 2.0
+    val_every: int = 1
+    checkpoint_every: int = 0
+    num_workers: int = 2
+    deterministic: bool = True
+    log_every: int = 10
+    progress: bool = True
+    device: str = "auto"
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config: train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("val_every", "checkpoint_every", "num_workers", "log_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config: train.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 < self.lr_factor <= 1:
+            raise ConfigError(f"config: train.lr must be > 0, train.weight_decay >= 0 and train.lr_factor in (0, 1], "
+                              f"got {self.lr}, {self.weight_decay}, {self.lr_factor}")
+        if list(self.milestones) != sorted(self.milestones):
+            raise ConfigError(f"config: train.milestones must be increasing, got {list(self.milestones)}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"config: train.grad_clip must be > 0 or null, got {self.grad_clip}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation (defaults: the official JMI evaluation: shifted flip test, DARK, OKS-NMS 0.9).
+
+    ``oks_nms``: OKS threshold (None: no NMS). ``in_vis_threshold``: joints above it make a person's
+    score. ``heatmaps``: ``final`` or ``backbone`` (the key frame's backbone heatmaps of the same model).
+    """
+
+    flip_test: bool = True
+    shift_heatmap: bool = True
+    dark: bool = True
+    blur_kernel: int = 11
+    oks_nms: float | None = 0.9
+    in_vis_threshold: float = 0.2
+    heatmaps: Literal["final", "backbone"] = "final"
+    batch_size: int = 16
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.blur_kernel % 2 != 1 or self.blur_kernel < 3:
+            raise ConfigError(f"config: eval.blur_kernel must be an odd size >= 3, got {self.blur_kernel}")
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ConfigError("config: eval.batch_size must be >= 1 and eval.num_workers >= 0")
+
+
+def read_yaml(source: str | Path) -> dict:
+    """A YAML mapping from a path, or from ``jmipose/configs/<source>.yaml`` when ``source`` is a name."""
+    path = Path(source)
+    if not path.suffix and not path.exists():
+        shipped = resources.files("jmipose") / "configs" / f"{source}.yaml"
+        if not shipped.is_file():
+            names = sorted(p.name[:-5] for p in (resources.files("jmipose") / "configs").iterdir()
+                           if p.name.endswith(".yaml"))
+            raise ConfigError(f"config: no file {source!r} and no shipped config of that name (shipped: {names})")
+        text, where = shipped.read_text(encoding="utf-8"), f"jmipose/configs/{source}.yaml"
+    else:
+        if not path.is_file():
+            raise ConfigError(f"config: no such file {path}")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config: {where} is not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {where} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
