@@ -256,9 +256,8 @@ def posetrack_ap(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike, 
                  require_scores: bool = True, frame_filter: FrameFilter | None = None) -> dict:
     """PoseTrack multi-person AP (percent) of the predictions in ``pred_dir`` against ``gt_dir``.
 
-    Both folders hold one JSON per sequence with the same file names (``gt_dir`` may also be a list of
-    ground-truth files) (PoseTrack18/21 COCO-style or
-    PoseTrack17 annolist). Returns ``{"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle",
+    Both folders hold one JSON per sequence with the same file names (PoseTrack18/21 COCO-style or
+    PoseTrack17 annolist); ``gt_dir`` may also be a list of ground-truth files. Returns ``{"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle",
     "Total"}`` plus ``per_joint`` (the 15 joint APs), ``frames`` (frames scored) and, with
     ``per_sequence``, ``sequences`` (the same dict for each sequence on its own, as poseval's
     per-sequence output). ``require_scores=False`` accepts predictions without per-joint scores and
