@@ -124,12 +124,12 @@ class Trainer:
 
     def __init__(self, model: nn.Module, train_set, cfg: TrainConfig, output_dir: str | os.PathLike, *,
                  run_config: dict | None = None, validate: ValidateFn | None = None, loss_fn: LossFn | None = None,
-                 seed: int = 0, collate_fn=None, dist_info: DistInfo | None = None):
+                 seed: int = 0, collate_fn=None, dist_info: DistInfo | None = None, plot: bool = True):
         self.model, self.train_set, self.cfg = model, train_set, cfg
         self.output_dir = Path(output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
         self.run_config = dict(run_config or {})
-        self.validate, self.seed = validate, seed
+        self.validate, self.seed, self.plot = validate, seed, plot
         self.loss_fn = loss_fn or default_loss(cfg.aux_weight)
         self.collate_fn = collate_fn or _collate
         self.dist = dist_info or DistInfo(device=pick_device(cfg.device))
@@ -248,7 +248,7 @@ class Trainer:
             if self.dist.is_main:
                 self.tensorboard.close()
         curves = None
-        if self.dist.is_main:
+        if self.dist.is_main and self.plot:
             curves = plot_curves(self.output_dir / "train_log.csv", self.output_dir / "val_log.csv",
                                  self.output_dir / "curves.png", self.output_dir.name)
         result = TrainResult(self.output_dir, self.position.epoch, self.position.global_step, self.best_ap,
