@@ -1,0 +1,133 @@
+"""The data part of the run configuration, as a plain dataclass (YAML-friendly via to_dict/from_dict)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from jmipose.data.transforms import AugmentConfig
+from jmipose.data.window import DEFAULT_WINDOW, normalize_window
+
+SPLITS = ("train", "val", "test")
+# DataConfig fields whose dataset argument has another name.
+_DATASET_ARGUMENT = {"image_size": "input_size"}
+
+
+def _pair(name: str, value) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"DataConfig.{name} must be two ints (width, height), got {value!r}") from None
+    if width <= 0 or height <= 0:
+        raise ValueError(f"DataConfig.{name} must be positive, got {value!r}")
+    return width, height
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how samples are made (defaults: the official JMI PoseTrack setup).
+
+    Annotation and box paths are relative to ``root`` unless absolute. ``<split>_annotations`` left
+    at ``None`` means ``annotations/<split>`` (PoseTrack18) or ``posetrack_data/<split>``
+    (PoseTrack21) under ``root``. ``<split>_boxes`` are detector boxes for that split (``None``:
+    ground-truth boxes). ``heatmap_size`` ``None`` means a quarter of ``image_size``.
+    """
+
+    root: str = "data/posetrack18"
+    version: str = "18"
+    image_root: str | None = None
+    train_annotations: str | list[str] | None = None
+    val_annotations: str | list[str] | None = None
+    test_annotations: str | list[str] | None = None
+    train_boxes: str | None = None
+    val_boxes: str | None = None
+    test_boxes: str | None = None
+    box_score_threshold: float = 0.2
+    window: tuple[int, ...] = DEFAULT_WINDOW
+    image_size: tuple[int, int] = (288, 384)
+    heatmap_size: tuple[int, int] | None = None
+    sigma: float = 3.0
+    unbiased_targets: bool = False
+    box_enlarge: float = 1.25
+    use_joint_weights: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    gt_box_source: str = "bbox"
+    labeled_only: bool = True
+    clip_boxes: bool = True
+    keypoint_margin: float = 0.5
+    frame_numbering: str | int = "auto"
+    check_files: bool = True
+    skip_bad: bool = False
+    seed: int = 0
+    frame_cache_size: int | None = None
+
+    def __post_init__(self) -> None:
+        self.window = normalize_window(self.window)
+        self.image_size = _pair("image_size", self.image_size)
+        self.heatmap_size = (self.image_size[0] // 4, self.image_size[1] // 4) if self.heatmap_size is None \
+            else _pair("heatmap_size", self.heatmap_size)
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(
+                **_known_keys(self.augment, AugmentConfig.field_names(), "DataConfig.augment")
+            )
+        elif not isinstance(self.augment, AugmentConfig):
+            raise TypeError(
+                f"DataConfig.augment must be an AugmentConfig or a dict, got {type(self.augment).__name__}"
+            )
+        self.version = str(self.version)
+
+    def annotations_for(self, split: str):
+        _check_split(split)
+        return getattr(self, f"{split}_annotations")
+
+    def boxes_for(self, split: str) -> str | None:
+        _check_split(split)
+        return getattr(self, f"{split}_boxes")
+
+    def to_dict(self) -> dict:
+        """Plain lists/dicts/scalars (tuples become lists), ready for YAML or JSON."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, AugmentConfig):
+                value = dataclasses.asdict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DataConfig:
+        """Build from a mapping (e.g. the ``data:`` section of a YAML file); unknown keys are errors."""
+        if not isinstance(values, dict):
+            raise TypeError(f"DataConfig.from_dict expects a mapping, got {type(values).__name__}")
+        return cls(**_known_keys(values, tuple(f.name for f in dataclasses.fields(cls)), "DataConfig"))
+
+
+def _known_keys(values: dict, known: tuple[str, ...], owner: str) -> dict:
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{owner}: unknown keys {unknown}; known keys are {list(known)}")
+    return dict(values)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def build_dataset(config: DataConfig, split: str, **overrides):
+    """The :class:`~jmipose.data.posetrack.PoseTrackVideoDataset` of ``split`` described by ``config``.
+
+    ``overrides`` are passed to the dataset as they are (e.g. ``train=False`` to evaluate the
+    training split without augmentation).
+    """
+    from jmipose.data.posetrack import PoseTrackVideoDataset
+
+    _check_split(split)
+    per_split = {f"{name}_{kind}" for name in SPLITS for kind in ("annotations", "boxes")}
+    kwargs = {_DATASET_ARGUMENT.get(f.name, f.name): getattr(config, f.name)
+              for f in dataclasses.fields(config) if f.name not in per_split}
+    kwargs.update(annotations=config.annotations_for(split), boxes=config.boxes_for(split), split=split)
+    kwargs.update(overrides)
+    return PoseTrackVideoDataset(**kwargs)
