@@ -1,0 +1,189 @@
+"""``ModelConfig``: every choice the model makes, as one flat dataclass of plain types.
+
+``build_model(config)`` accepts a ``ModelConfig`` or a plain dict with the same keys (the YAML
+``model:`` section).  Defaults are the paper's W48 setting; fields left ``None`` take the default of
+the chosen ``variant`` (see ``VARIANT_DEFAULTS``), so one config file can switch between the IJCAI
+version (``jmi``), the ACM MM version (``jm``) and the single-frame ``baseline`` by one key.
+
+Where PAPER.md says a detail is not known, the field says what we chose and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+VARIANTS = ("jmi", "jm", "baseline")
+BACKBONES = ("w48", "w32", "tiny")
+AUX_OBJECTIVES = ("mi", "orthogonality", "none")
+MI_PROXIES = ("exp_neg_kl", "neg_kl")
+
+# Per-variant values of the fields that are None in a config.
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    # IJCAI: one branch per backbone stage (feature difference -> CJL -> one interaction block), all
+    # stages fused; the key frame's heatmaps guide the gather; MI objective between M~ and J~.
+    "jmi": {"stages": [1, 2, 3, 4], "heatmap_offsets": [0], "num_blocks": 1, "split_sides": False,
+            "aux_objective": "mi", "freeze_backbone": True},
+    # ACM MM: one branch, left/right motion features merged, heatmaps of t-1, t, t+1 (H^), L = 4
+    # progressive interaction blocks, information-orthogonality objective at every block.  Which
+    # stage features feed the motion branch is not stated: we use the last stage (the feature the
+    # heatmap head reads); list more stages to merge them.
+    "jm": {"stages": [4], "heatmap_offsets": [-1, 0, 1], "num_blocks": 4, "split_sides": True,
+           "aux_objective": "orthogonality", "freeze_backbone": True},
+    # The single-frame baseline trains its backbone (demo stage 1).
+    "baseline": {"stages": [], "heatmap_offsets": [0], "num_blocks": 0, "split_sides": False,
+                 "aux_objective": "none", "freeze_backbone": False},
+}
+
+
+@dataclass
+class ModelConfig:
+    """The model section of a jmipose config.
+
+    Fields (defaults: HRNet-W48, JMI, 5-frame window, the official frozen-backbone setting):
+
+    - ``variant``: ``"jmi"`` (IJCAI), ``"jm"`` (ACM MM JM-Pose) or ``"baseline"`` (key frame only).
+    - ``backbone``: ``"w48"``, ``"w32"`` (public pose-HRNet layouts) or ``"tiny"`` (tests, demo).
+    - ``num_joints``: heatmap channels (17, PoseTrack order).
+    - ``num_frames``, ``key_index``: the window length T and the key frame's index in it (frames come
+      in time order; the default window -2, -1, +1, +2 puts the key frame at index 2).
+    - ``freeze_backbone``: frozen HRNet with eval-mode BatchNorm (None: True for jmi/jm, False for
+      the baseline).
+    - ``backbone_weights``: a public pose-HRNet state dict (``.safetensors``, or ``.pth`` read with
+      ``torch.load(weights_only=True)``) loaded strictly into the backbone at build time; None: none.
+    - ``channels``: width C of the temporal head (motion, joint features, attention); None: the
+      backbone width (48 for W48, the width of its highest-resolution branch).
+    - ``stages``: backbone stages (1..4) whose highest-resolution features feed motion branches
+      (None: jmi [1, 2, 3, 4], one branch each; jm [4], one branch).
+    - ``heatmap_offsets``: which frames' initial heatmaps guide the gather, as window-index offsets
+      from the key frame (None: jmi [0]; jm [-1, 0, 1], the paper's H^ of t-1, t, t+1).
+    - ``num_blocks``: interaction blocks chained in each branch (None: jmi 1 per stage; jm L = 4, not
+      stated in the paper).
+    - ``split_sides``: feature-difference layer builds left (frames up to the key) and right (from
+      the key) motion features separately and merges them, as JM-Pose does (None: jm True, jmi False).
+    - ``aux_objective``: ``"mi"`` (JMI: information between M~ and J~), ``"orthogonality"`` (JM-Pose:
+      I(J;M|H^)) or ``"none"`` (None: variant default).  See ``jmipose.models.losses``.
+    - ``heads``: attention heads (the paper does not say; 1 head of dimension C by default).
+    - ``attention_pool``: > 1 average-pools the token maps by this factor before attention and
+      upsamples the attention output (a CPU-speed option; 1 = the paper's full resolution, N = H*W/16).
+    - ``gather_kernel``, ``gather_dilation``, ``offset_groups``: the joint-region gather (DCNv2) of
+      the context-aware joint learner (not stated in the paper; 3x3 with dilation 3 as in the authors'
+      related code, 1 offset group).
+    - ``use_cjl``: False replaces the heatmap-guided gather by a plain conv of the same shape (ablation).
+    - ``use_interaction``: False makes the interaction blocks identities (ablation).
+    - ``use_aux``: False drops the auxiliary objective (ablation; aux_loss is 0).
+    - ``mi_temperature``: temperature of the per-channel spatial softmax of the information estimator
+      (0.05, the authors' code family).
+    - ``mi_proxy``: how a KL divergence becomes an information value: ``"exp_neg_kl"`` (bounded,
+      default) or ``"neg_kl"`` (unbounded); see ``jmipose.models.losses.information``.
+    - ``heatmap_residual``: final heatmaps = head output + the key frame's backbone heatmaps (not in
+      the paper; off by default; helps a head trained on a frozen backbone start from its quality).
+    - ``use_kernels``: True runs ``jmipose.ops``' default backends, False the eager references.
+    """
+
+    variant: str = "jmi"
+    backbone: str = "w48"
+    num_joints: int = 17
+    num_frames: int = 5
+    key_index: int = 2
+    freeze_backbone: bool | None = None
+    backbone_weights: str | None = None
+    channels: int | None = None
+    stages: list[int] | None = None
+    heatmap_offsets: list[int] | None = None
+    num_blocks: int | None = None
+    split_sides: bool | None = None
+    aux_objective: str | None = None
+    heads: int = 1
+    attention_pool: int = 1
+    gather_kernel: int = 3
+    gather_dilation: int = 3
+    offset_groups: int = 1
+    use_cjl: bool = True
+    use_interaction: bool = True
+    use_aux: bool = True
+    mi_temperature: float = 0.05
+    mi_proxy: str = "exp_neg_kl"
+    heatmap_residual: bool = False
+    use_kernels: bool = True
+    _resolved: bool = field(default=False, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """A config from a plain dict; unknown keys are an error that names them."""
+        if not isinstance(values, dict):
+            raise TypeError(f"model config must be a dict or ModelConfig, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"model config: unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (JSON/YAML friendly)."""
+        return {f.name: (list(getattr(self, f.name)) if isinstance(getattr(self, f.name), tuple)
+                         else getattr(self, f.name))
+                for f in dataclasses.fields(self) if not f.name.startswith("_")}
+
+    def resolved(self) -> ModelConfig:
+        """A copy with every None field set to its variant default, validated."""
+        if self.variant not in VARIANTS:
+            raise ValueError(f"model config: variant must be one of {VARIANTS}, got {self.variant!r}")
+        values = self.to_dict()
+        for name, default in VARIANT_DEFAULTS[self.variant].items():
+            if values[name] is None:
+                values[name] = list(default) if isinstance(default, list) else default
+        values["stages"] = [int(s) for s in values["stages"]]
+        values["heatmap_offsets"] = [int(o) for o in values["heatmap_offsets"]]
+        config = ModelConfig(**values, _resolved=True)
+        config.validate()
+        return config
+
+    @property
+    def is_temporal(self) -> bool:
+        return self.variant != "baseline"
+
+    def validate(self) -> None:
+        """Raises ValueError naming the field, what was expected and what came."""
+        def fail(name: str, expected: str) -> None:
+            raise ValueError(f"model config: {name} must be {expected}, got {getattr(self, name)!r}")
+
+        if self.backbone not in BACKBONES:
+            fail("backbone", f"one of {BACKBONES}")
+        if not isinstance(self.num_joints, int) or self.num_joints < 1:
+            fail("num_joints", "a positive int")
+        if not isinstance(self.num_frames, int) or self.num_frames < 1:
+            fail("num_frames", "a positive int")
+        if not isinstance(self.key_index, int) or not 0 <= self.key_index < self.num_frames:
+            fail("key_index", f"an int in [0, num_frames={self.num_frames})")
+        if self.channels is not None and (not isinstance(self.channels, int) or self.channels < 1):
+            fail("channels", "a positive int or None")
+        if self.aux_objective is not None and self.aux_objective not in AUX_OBJECTIVES:
+            fail("aux_objective", f"one of {AUX_OBJECTIVES} or None")
+        if self.mi_proxy not in MI_PROXIES:
+            fail("mi_proxy", f"one of {MI_PROXIES}")
+        if not self.mi_temperature > 0:
+            fail("mi_temperature", "a positive number")
+        if not self.is_temporal or not self._resolved:
+            return
+        if self.num_frames < 2:
+            fail("num_frames", "at least 2 for a temporal variant (the motion features are frame differences)")
+        if not self.stages or len(set(self.stages)) != len(self.stages) or not all(1 <= s <= 4 for s in self.stages):
+            fail("stages", "a non-empty list of distinct backbone stages in 1..4")
+        offsets_ok = all(0 <= self.key_index + o < self.num_frames for o in self.heatmap_offsets)
+        if not self.heatmap_offsets or not offsets_ok:
+            fail("heatmap_offsets", f"a non-empty list of offsets from key_index={self.key_index} inside the "
+                                    f"{self.num_frames}-frame window")
+        if not isinstance(self.num_blocks, int) or self.num_blocks < 1:
+            fail("num_blocks", "a positive int")
+        if not isinstance(self.heads, int) or self.heads < 1:
+            fail("heads", "a positive int")
+        if not isinstance(self.attention_pool, int) or self.attention_pool < 1:
+            fail("attention_pool", "a positive int")
+        if not isinstance(self.gather_kernel, int) or self.gather_kernel < 1 or self.gather_kernel % 2 == 0:
+            fail("gather_kernel", "a positive odd int")
+        if not isinstance(self.gather_dilation, int) or self.gather_dilation < 1:
+            fail("gather_dilation", "a positive int")
+        if not isinstance(self.offset_groups, int) or self.offset_groups < 1:
+            fail("offset_groups", "a positive int")

@@ -1,0 +1,254 @@
+"""JMI / JM-Pose: joint-motion interactive (IJCAI) and mutual (ACM MM 2024) learning for video pose
+estimation, as one module tree configured by ``ModelConfig`` (``variant: jmi | jm``).
+
+Input: frames [B, T, 3, H, W] in time order, the key frame at ``key_index``.  The HRNet backbone runs
+once on all B*T frames and gives initial heatmaps H and the highest-resolution feature F^s after
+each stage s (all at h, w = H/4, W/4).  Then, per branch:
+
+1. Feature-difference layer: the differences of neighbouring frames' features F^s_{k+1} - F^s_k,
+   concatenated, then a conv block to C channels gives the motion features M^s.  With
+   ``split_sides`` (JM-Pose) the differences before and after the key frame make left and right
+   motion features M^l, M^r, merged by a conv block into M.
+2. Context-aware joint learner (CJL): a conv block on concat(H, M) and two 3x3 convs predict the
+   joint offsets JO and (sigmoid) joint weights JW for every pixel and kernel tap; the joint-region
+   gather (op A, modulated deformable conv, ``gather_kernel`` x ``gather_kernel`` with
+   ``gather_dilation``) reads M there: J = ReLU(BN(gather(M; JO, JW))).  The heatmaps decide where
+   and how much the motion features are read.
+3. Interaction block(s): 1x1 convs project M and J to q, k, v (``heads`` heads); op B attends both
+   ways over the h*w pixels with the residuals fused, A_m = M + softmax(q_m k_j^T / sqrt(d)) v_j and
+   A_j = J + softmax(q_j k_m^T / sqrt(d)) v_m; a 1x1 conv on concat(A_m, A_j) and a sigmoid give two
+   gates, M~ = g_m * A_m, J~ = g_j * A_j.  JMI has one block per stage branch; JM-Pose chains
+   ``num_blocks`` (L) blocks, M^i, J^i -> M^{i+1}, J^{i+1}.
+4. The branch output concat(M~, J~) -> conv block.  JMI fuses the branches of all stages by a conv
+   block into S; the heatmap head (1x1 conv) maps S to the joints.
+
+Auxiliary objective (returned as ``aux_loss``, averaged over blocks): JMI's information between M~
+and J~, JM-Pose's information orthogonality I(J; M | H^), both with the estimator of
+``jmipose.models.losses`` (its docstring gives the estimator and the sign convention).
+
+Ablations: ``use_cjl=False`` (a plain conv with the same weight shape instead of op A),
+``use_interaction=False`` (blocks are identities), ``use_aux=False`` (aux_loss = 0).  Every built
+parameter is used in every configuration (DDP needs no ``find_unused_parameters``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jmipose import ops
+from jmipose.models.common import ConvBlock, PoseOutput, check_frames
+from jmipose.models.config import ModelConfig
+from jmipose.models.hrnet import PoseHighResolutionNet
+from jmipose.models.losses import mutual_information_objective, orthogonality_objective
+from jmipose.ops.joint_motion_attention import joint_motion_attention_reference
+from jmipose.ops.joint_region_gather import joint_region_gather_reference
+
+
+class FeatureDifference(nn.Module):
+    """Motion features of one stage from the differences of neighbouring frames' features."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_frames: int, key_index: int,
+                 split_sides: bool) -> None:
+        super().__init__()
+        # Difference k is F_{k+1} - F_k; left of the key frame are k < key_index.
+        if split_sides:
+            sides = [(0, key_index), (key_index, num_frames - 1)]
+            self.sides = [(start, stop) for start, stop in sides if stop > start]
+        else:
+            self.sides = [(0, num_frames - 1)]
+        self.encoders = nn.ModuleList(ConvBlock((stop - start) * in_channels, out_channels)
+                                      for start, stop in self.sides)
+        self.merge = ConvBlock(len(self.sides) * out_channels, out_channels) if len(self.sides) > 1 else None
+
+    def forward(self, features: Tensor) -> Tensor:
+        """features [B, T, C_s, h, w] -> motion features [B, C, h, w]."""
+        differences = features[:, 1:] - features[:, :-1]
+        sides = [encoder(differences[:, start:stop].flatten(1, 2))
+                 for encoder, (start, stop) in zip(self.encoders, self.sides)]
+        if self.merge is None:
+            return sides[0]
+        return self.merge(torch.cat(sides, dim=1))
+
+
+class ContextAwareJointLearner(nn.Module):
+    """Joint features J from motion features M, read where the heatmaps point (op A)."""
+
+    def __init__(self, channels: int, heatmap_channels: int, kernel_size: int = 3, dilation: int = 3,
+                 offset_groups: int = 1, use_gather: bool = True, use_kernels: bool = True) -> None:
+        super().__init__()
+        self.use_gather = use_gather
+        self.use_kernels = use_kernels
+        self.dilation = dilation
+        self.padding = dilation * (kernel_size - 1) // 2
+        taps = kernel_size * kernel_size
+        if use_gather:
+            self.guide = ConvBlock(heatmap_channels + channels, channels)
+            self.offset_conv = nn.Conv2d(channels, 2 * offset_groups * taps, 3, padding=1)
+            self.mask_conv = nn.Conv2d(channels, offset_groups * taps, 3, padding=1)
+        # The gather's weights; the no-CJL ablation uses the same tensor as a plain dilated conv.
+        self.weight = nn.Parameter(torch.empty(channels, channels, kernel_size, kernel_size))
+        self.norm = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+
+    def forward(self, motion: Tensor, heatmaps: Tensor) -> Tensor:
+        if not self.use_gather:
+            joint = F.conv2d(motion, self.weight.to(motion.dtype), padding=self.padding, dilation=self.dilation)
+            return self.relu(self.norm(joint))
+        guide = self.guide(torch.cat([heatmaps.to(motion.dtype), motion], dim=1))
+        offsets = self.offset_conv(guide)                 # JO: (dy, dx) per offset group and tap
+        masks = torch.sigmoid(self.mask_conv(guide))      # JW
+        # Under autocast the convs give the autocast dtype; op A wants one dtype for all its tensors.
+        dtype = offsets.dtype
+        args = (motion.to(dtype), offsets, self.weight.to(dtype), None, 1, self.padding, self.dilation,
+                masks.to(dtype))
+        joint = ops.joint_region_gather(*args) if self.use_kernels else joint_region_gather_reference(*args)
+        return self.relu(self.norm(joint))
+
+
+class InteractionBlock(nn.Module):
+    """Bidirectional motion <-> joint attention (op B) with residuals, then sigmoid gates."""
+
+    def __init__(self, channels: int, heads: int = 1, pool: int = 1, use_kernels: bool = True) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"InteractionBlock: channels ({channels}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.pool = pool
+        self.use_kernels = use_kernels
+        self.motion_qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.joint_qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.gate = nn.Conv2d(2 * channels, 2 * channels, 1)
+
+    def _tokens(self, maps: Tensor) -> Tensor:
+        """[B, C, h, w] -> [B, heads, h*w, C/heads]."""
+        batch, channels = maps.shape[:2]
+        return maps.reshape(batch, self.heads, channels // self.heads, -1).transpose(-1, -2)
+
+    def _maps(self, tokens: Tensor, height: int, width: int) -> Tensor:
+        batch, heads, _, dim = tokens.shape
+        return tokens.transpose(-1, -2).reshape(batch, heads * dim, height, width)
+
+    def forward(self, motion: Tensor, joint: Tensor) -> tuple[Tensor, Tensor]:
+        height, width = motion.shape[2:]
+        if self.pool > 1:  # CPU-speed option: attend between pooled token maps
+            sources = [F.avg_pool2d(x, self.pool, ceil_mode=True) for x in (motion, joint)]
+        else:
+            sources = [motion, joint]
+        q_m, k_m, v_m = (self._tokens(t) for t in self.motion_qkv(sources[0]).chunk(3, dim=1))
+        q_j, k_j, v_j = (self._tokens(t) for t in self.joint_qkv(sources[1]).chunk(3, dim=1))
+        dtype = q_m.dtype
+        scale = q_m.shape[-1] ** -0.5
+        attention = ops.joint_motion_attention if self.use_kernels else joint_motion_attention_reference
+        if self.pool == 1:
+            out_m, out_j = attention(q_m, k_m, v_m, q_j, k_j, v_j, res_m=self._tokens(motion.to(dtype)),
+                                     res_j=self._tokens(joint.to(dtype)), scale=scale)
+            attended_motion = self._maps(out_m, height, width)
+            attended_joint = self._maps(out_j, height, width)
+        else:
+            out_m, out_j = attention(q_m, k_m, v_m, q_j, k_j, v_j, scale=scale)
+            pooled_size = sources[0].shape[2:]
+            attended_motion = motion.to(dtype) + F.interpolate(
+                self._maps(out_m, *pooled_size), size=(height, width), mode="bilinear", align_corners=False)
+            attended_joint = joint.to(dtype) + F.interpolate(
+                self._maps(out_j, *pooled_size), size=(height, width), mode="bilinear", align_corners=False)
+        gate_motion, gate_joint = torch.sigmoid(self.gate(torch.cat([attended_motion, attended_joint], 1))).chunk(2, 1)
+        return gate_motion * attended_motion, gate_joint * attended_joint
+
+
+class JointMotionBranch(nn.Module):
+    """Motion features of some stages -> CJL -> chained interaction blocks -> one fused map."""
+
+    def __init__(self, stage_channels: list[int], heatmap_channels: int, config: ModelConfig, channels: int) -> None:
+        super().__init__()
+        self.motions = nn.ModuleList(FeatureDifference(c, channels, config.num_frames, config.key_index,
+                                                       config.split_sides) for c in stage_channels)
+        self.motion_merge = ConvBlock(len(stage_channels) * channels, channels) if len(stage_channels) > 1 else None
+        self.joint_learner = ContextAwareJointLearner(
+            channels, heatmap_channels, config.gather_kernel, config.gather_dilation, config.offset_groups,
+            use_gather=config.use_cjl, use_kernels=config.use_kernels)
+        num_blocks = config.num_blocks if config.use_interaction else 0
+        self.interactions = nn.ModuleList(InteractionBlock(channels, config.heads, config.attention_pool,
+                                                           config.use_kernels) for _ in range(num_blocks))
+        self.fuse = ConvBlock(2 * channels, channels)
+        self.aux_objective = config.aux_objective if config.use_aux else "none"
+        self.temperature = config.mi_temperature
+        self.proxy = config.mi_proxy
+
+    def _aux(self, motion: Tensor, joint: Tensor, heatmaps: Tensor) -> Tensor:
+        if self.aux_objective == "mi":
+            return mutual_information_objective(motion, joint, self.temperature, self.proxy)
+        return orthogonality_objective(joint, motion, heatmaps, self.temperature, self.proxy)
+
+    def forward(self, stage_features: list[Tensor], heatmaps: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """stage_features: [B, T, C_s, h, w] per stage; heatmaps [B, K', h, w] (the guide).
+        Returns the branch output [B, C, h, w] and the auxiliary terms (one per block)."""
+        motions = [encoder(features) for encoder, features in zip(self.motions, stage_features)]
+        motion = motions[0] if self.motion_merge is None else self.motion_merge(torch.cat(motions, dim=1))
+        joint = self.joint_learner(motion, heatmaps)
+        aux_terms = []
+        for block in self.interactions:
+            motion, joint = block(motion, joint)
+            if self.aux_objective != "none":
+                aux_terms.append(self._aux(motion, joint, heatmaps))
+        if not self.interactions and self.aux_objective != "none":
+            aux_terms.append(self._aux(motion, joint, heatmaps))
+        return self.fuse(torch.cat([motion, joint.to(motion.dtype)], dim=1)), aux_terms
+
+
+class JointMotionPose(nn.Module):
+    """The temporal model (module docstring); build it with ``jmipose.models.build_model``."""
+
+    def __init__(self, config: ModelConfig, backbone: PoseHighResolutionNet) -> None:
+        super().__init__()
+        if not config.is_temporal:
+            raise ValueError(f"JointMotionPose: variant must be 'jmi' or 'jm', got {config.variant!r}")
+        config = config if config._resolved else config.resolved()
+        self.config = config
+        self.backbone = backbone
+        channels = config.channels or backbone.width
+        if channels % config.heads:
+            raise ValueError(f"model config: channels ({channels}) must be divisible by heads ({config.heads})")
+        if channels % config.offset_groups:
+            raise ValueError(f"model config: channels ({channels}) must be divisible by offset_groups "
+                             f"({config.offset_groups})")
+        self.channels = channels
+        self.guide_frames = [config.key_index + offset for offset in config.heatmap_offsets]
+        heatmap_channels = len(self.guide_frames) * config.num_joints
+        # JMI: one branch per stage; JM-Pose: one branch over all its stages (motion merged).
+        self.branch_stages = ([[s] for s in config.stages] if config.variant == "jmi" else [list(config.stages)])
+        stage_channels = backbone.stage_channels()
+        self.branches = nn.ModuleList(
+            JointMotionBranch([stage_channels[s - 1] for s in stages], heatmap_channels, config, channels)
+            for stages in self.branch_stages)
+        self.stage_fuse = (ConvBlock(len(self.branches) * channels, channels) if len(self.branches) > 1 else None)
+        self.head = nn.Conv2d(channels, config.num_joints, kernel_size=1)
+        nn.init.normal_(self.head.weight, std=0.001)
+        nn.init.zeros_(self.head.bias)
+        if config.freeze_backbone:
+            backbone.freeze()
+
+    def forward(self, frames: Tensor) -> PoseOutput:
+        config = self.config
+        check_frames(frames, config.num_frames, "JointMotionPose")
+        batch, num_frames = frames.shape[:2]
+        # A frozen backbone keeps no activations for backward.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone.frozen):
+            heatmaps, stage_features = self.backbone(frames.flatten(0, 1), return_stage_features=True)
+        heatmaps = heatmaps.unflatten(0, (batch, num_frames))
+        key_heatmaps = heatmaps[:, config.key_index]
+        guide = heatmaps[:, self.guide_frames].flatten(1, 2)
+        outputs, aux_terms = [], []
+        for branch, stages in zip(self.branches, self.branch_stages):
+            features = [stage_features[s - 1].unflatten(0, (batch, num_frames)) for s in stages]
+            output, terms = branch(features, guide)
+            outputs.append(output)
+            aux_terms.extend(terms)
+        fused = outputs[0] if self.stage_fuse is None else self.stage_fuse(torch.cat(outputs, dim=1))
+        final = self.head(fused)
+        if config.heatmap_residual:
+            final = final + key_heatmaps.to(final.dtype)
+        aux = torch.stack(aux_terms).mean() if aux_terms else final.new_zeros((), dtype=torch.float32)
+        return PoseOutput(final, key_heatmaps, aux)
