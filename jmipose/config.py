@@ -162,10 +162,10 @@ def _fits(value: Any, tp: Any, key: str) -> bool:
         return False
 
 
-def apply_overrides(config: Any, overrides: Iterable[str]) -> Any:
-    """A copy of ``config`` with ``section.field=value`` overrides applied (typed by the field)."""
-    data = to_dict(config)
-    cls = type(config)
+def override_mapping(cls: type, data: Mapping, overrides: Iterable[str]) -> dict:
+    """A copy of the plain mapping ``data`` (a config of dataclass ``cls``) with ``section.field=value``
+    overrides applied, each value typed by its field."""
+    data = to_dict(dict(data))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"config override {item!r} must look like section.key=value")
@@ -187,8 +187,16 @@ def apply_overrides(config: Any, overrides: Iterable[str]) -> Any:
             else:
                 if not dataclasses.is_dataclass(tp):
                     raise ConfigError(f"config: {where} is not a section, so {key!r} cannot be set")
-                node, node_cls = node.setdefault(part, {}), tp
-    return from_dict(cls, data)
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = node[part] = {}
+                node, node_cls = child, tp
+    return data
+
+
+def apply_overrides(config: Any, overrides: Iterable[str]) -> Any:
+    """A copy of the dataclass ``config`` with ``section.field=value`` overrides applied."""
+    return from_dict(type(config), override_mapping(type(config), to_dict(config), overrides))
 
 
 # ----- the training and evaluation sections -----
@@ -287,3 +295,54 @@ def read_yaml(source: str | Path) -> dict:
         raise ConfigError(f"config: {where} must hold a mapping at the top level, got {type(data).__name__}")
     return data
 
+
+
+# ----- the whole run -----
+
+from jmipose.data.config import DataConfig  # noqa: E402  (after the generic machinery they do not need)
+from jmipose.models.config import ModelConfig  # noqa: E402
+
+
+@dataclass
+class Config:
+    """A run: ``model`` (jmipose.models.ModelConfig), ``data`` (jmipose.data.DataConfig), ``train``,
+    ``eval``; ``seed`` seeds the model's initialisation, the sampler and (mixed with ``data.seed``) the
+    augmentation; ``output_dir`` defaults to ``runs/<name>``."""
+
+    name: str = "jmipose"
+    output_dir: str | None = None
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.output_dir is None:
+            self.output_dir = f"runs/{self.name}"
+        try:
+            self.model.resolved()  # validates the model section now, not when the model is built
+        except ValueError as e:
+            raise ConfigError(str(e).replace("model config: ", "config: model.", 1)) from None
+        frames, key = len(self.data.window) + 1, sum(1 for offset in self.data.window if offset < 0)
+        if (self.model.num_frames, self.model.key_index) != (frames, key):
+            raise ConfigError(f"config: model.num_frames={self.model.num_frames} and model.key_index="
+                              f"{self.model.key_index} must match data.window={list(self.data.window)} "
+                              f"({frames} frames, key frame at index {key})")
+
+
+def load_config(source: str | Path | Config | Mapping, overrides: Iterable[str] = ()) -> Config:
+    """A :class:`Config` from a YAML path, a shipped config name, a mapping or a Config, plus overrides."""
+    overrides = list(overrides)
+    if isinstance(source, Config):
+        return apply_overrides(source, overrides) if overrides else source
+    # overrides go into the plain mapping first, so fields derived in __post_init__ (heatmap_size from
+    # image_size, output_dir from name) follow them
+    data = source if isinstance(source, Mapping) else read_yaml(source)
+    return from_dict(Config, override_mapping(Config, data, overrides))
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs in ``jmipose/configs``."""
+    folder = resources.files("jmipose") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))

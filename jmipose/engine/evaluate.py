@@ -13,6 +13,7 @@ labels them.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from collections import defaultdict
@@ -219,3 +220,49 @@ def evaluate_model(model: nn.Module, dataset, gt_files: list[str | os.PathLike],
     atomic_write_json(out_dir / "ap.json", result)
     return result
 
+
+
+# ----- from a config: jmipose.engine.evaluate.evaluate("posetrack18", checkpoint="runs/x/checkpoints/best") -----
+
+def evaluate(config, checkpoint: str | os.PathLike | None = None, overrides=(), *, split: str = "val",
+             out_dir: str | os.PathLike | None = None, device: str = "auto", progress: bool = True) -> dict:
+    """Evaluate a checkpoint (or the config's model with its ``backbone_weights``) on ``split``."""
+    from jmipose.config import load_config
+    from jmipose.data import build_dataset
+    from jmipose.engine.distributed import pick_device
+    from jmipose.models import build_model, load_model
+
+    config = load_config(config, overrides)
+    torch_device = pick_device(device)
+    if checkpoint is not None:
+        model = load_model(checkpoint, use_kernels=config.model.use_kernels)
+    elif config.model.backbone_weights:
+        model = build_model(config.model)
+    else:
+        raise ValueError("evaluate: give a checkpoint (--checkpoint) or set model.backbone_weights; "
+                         "a model with random weights has nothing to evaluate")
+    dataset = build_dataset(config.data, split)
+    out = Path(out_dir) if out_dir is not None else Path(config.output_dir) / f"eval_{split}"
+    return evaluate_model(model.to(torch_device), dataset, list(dataset.annotation_files), out, config.eval,
+                          torch_device, progress=progress)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a YAML config file or the name of a shipped one")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.flip_test=false")
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint (<name> of <name>.json + .safetensors)")
+    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--out", default=None, help="output folder (default: <output_dir>/eval_<split>)")
+    parser.add_argument("--device", default="auto")
+
+
+def main(args: argparse.Namespace) -> int:
+    from jmipose.metrics import format_table
+
+    result = evaluate(args.config, args.checkpoint, args.overrides, split=args.split, out_dir=args.out,
+                      device=args.device)
+    for part in ("all", "hard", "easy"):
+        if part in result:
+            print(f"{part} frames ({result[part]['frames']}):")
+            print(format_table(result[part]))
+    return 0

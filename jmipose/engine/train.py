@@ -379,7 +379,46 @@ def _progress(enabled: bool, total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
 
 
-# ----- the command line -----
+# ----- from a config: jmipose.engine.train.train("posetrack18", ["train.lr=2e-4"]) -----
+
+def train(config, overrides=(), *, resume: bool = False, progress: bool | None = None) -> TrainResult:
+    """Train the model a config describes (a :class:`jmipose.config.Config`, a YAML path or a shipped
+    config name, plus dotted overrides) on ``data`` split ``train``, validating on ``val``."""
+    from jmipose.config import load_config, to_dict
+    from jmipose.data import build_dataset
+    from jmipose.engine.distributed import cleanup, init_distributed
+    from jmipose.models import build_model
+
+    config = load_config(config, overrides)
+    if progress is not None:
+        config.train.progress = progress
+    info = init_distributed(config.train.device)
+    try:
+        seed_everything(config.seed)
+        model = build_model(config.model)
+        train_set = build_dataset(config.data, "train", seed=mix_seed(config.seed, config.data.seed))
+        validate = make_validator(config, info.device) if config.train.val_every else None
+        trainer = Trainer(model, train_set, config.train, config.output_dir, run_config=to_dict(config),
+                          validate=validate, seed=config.seed, dist_info=info)
+        return trainer.fit(resume=resume)
+    finally:
+        cleanup(info)
+
+
+def make_validator(config, device: torch.device, split: str = "val") -> ValidateFn:
+    """``validate(model, epochs_done)``: PoseTrack AP on ``split`` (predictions under output_dir/val)."""
+    from jmipose.data import build_dataset
+    from jmipose.engine.evaluate import evaluate_model
+
+    dataset = build_dataset(config.data, split)
+    gt_files = list(dataset.annotation_files)
+
+    def validate(model: nn.Module, epochs_done: int) -> dict:
+        out = Path(config.output_dir) / split / f"epoch_{epochs_done:03d}"
+        return evaluate_model(model, dataset, gt_files, out, config.eval, device)["all"]
+
+    return validate
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="a YAML config file or the name of a shipped one (posetrack18, synthetic, ...)")
@@ -389,12 +428,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jmipose.engine.run import train
-
     overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
     result = train(args.config, overrides, resume=args.resume)
-    if result is not None:
-        best = "n/a" if result.best_ap is None else f"{result.best_ap:.2f}"
-        print(f"trained {result.epochs_done} epochs ({result.global_step} steps) in {result.seconds:.0f} s; "
-              f"best AP Total {best}; checkpoints in {result.output_dir / 'checkpoints'}")
+    best = "n/a" if result.best_ap is None else f"{result.best_ap:.2f}"
+    print(f"trained {result.epochs_done} epochs ({result.global_step} steps) in {result.seconds:.0f} s; "
+          f"best AP Total {best}; checkpoints in {result.output_dir / 'checkpoints'}")
     return 0
