@@ -1,5 +1,6 @@
-"""Data: PoseTrack17/18/21 multi-frame datasets, the shared crop/augmentation/targets, and streaming
-video input. See ``PoseTrackVideoDataset`` for the sample contract and ``VideoReader`` for inference."""
+"""Data: PoseTrack17/18/21 multi-frame datasets, the shared crop/augmentation/targets, the synthetic
+video benchmark (``jmipose.data.synthetic``) and streaming video input. See ``PoseTrackVideoDataset``
+for the sample contract and ``VideoReader`` for inference."""
 
 from jmipose.data.config import DataConfig, build_dataset
 from jmipose.data.errors import BadDataPolicy, DataError
