@@ -197,25 +197,35 @@ def _has_hard_labels(gt_files: list[Path]) -> bool:
     return False
 
 
-def score(gt_files: list[Path], pred_dir: Path, per_sequence: bool = False) -> dict:
-    """AP overall and, when the ground truth marks hard frames, on hard and on easy frames."""
+def score(gt_files: list[Path], pred_dir: Path, per_sequence: bool = False,
+          hard_frames: set | None = None) -> dict:
+    """AP overall and, when hard frames are known (``hard_frames``: their image ids, or ``"hard": true``
+    in the ground truth's image entries), on hard and on easy frames."""
     result = {"all": posetrack_ap(gt_files, pred_dir, per_sequence=per_sequence)}
-    if _has_hard_labels(gt_files):
-        result["hard"] = posetrack_ap(gt_files, pred_dir, frame_filter=lambda _, im: bool(im.get(HARD_KEY)))
-        result["easy"] = posetrack_ap(gt_files, pred_dir, frame_filter=lambda _, im: not im.get(HARD_KEY))
+    if hard_frames is not None:
+        def is_hard(_, image):
+            return image.get("id") in hard_frames
+    elif _has_hard_labels(gt_files):
+        def is_hard(_, image):
+            return bool(image.get(HARD_KEY))
+    else:
+        return result
+    result["hard"] = posetrack_ap(gt_files, pred_dir, frame_filter=is_hard)
+    result["easy"] = posetrack_ap(gt_files, pred_dir, frame_filter=lambda seq, image: not is_hard(seq, image))
     return result
 
 
 def evaluate_model(model: nn.Module, dataset, gt_files: list[str | os.PathLike], out_dir: str | os.PathLike,
                    cfg: EvalConfig | None = None, device: torch.device | str = "cpu", *,
-                   progress: bool = False, per_sequence: bool = False) -> dict:
-    """Predict, write ``out_dir/predictions/<sequence>.json`` and score them against ``gt_files``."""
+                   progress: bool = False, per_sequence: bool = False, hard_frames: set | None = None) -> dict:
+    """Predict, write ``out_dir/predictions/<sequence>.json`` and score them against ``gt_files``
+    (also on hard and easy frames when known, see :func:`score`)."""
     cfg = cfg or EvalConfig()
     out_dir = Path(out_dir)
     gt = split_sequences([Path(p) for p in gt_files], out_dir / "ground_truth")
     people = select_people(predict(model, dataset, cfg, device, progress=progress), cfg)
     write_predictions(out_dir / "predictions", gt, people)
-    result = score(gt, out_dir / "predictions", per_sequence)
+    result = score(gt, out_dir / "predictions", per_sequence, hard_frames)
     result["people"] = len(people)
     atomic_write_json(out_dir / "ap.json", result)
     return result
