@@ -137,7 +137,8 @@ def write_report(results: dict, details: dict) -> str:
         "head (5-frame windows, joint-region gather and joint-motion attention) on top, so the gain is "
         "what temporal context adds to the same backbone.",
         "",
-        f"Time: {results['seconds']:.0f} s in all ({timings}); {details['threads']} torch threads.",
+        f"Time: {results['seconds']:.0f} s in all ({timings}); {details['cpu_seconds']:.0f} CPU seconds; "
+        f"{details['threads']} torch threads.",
         "",
         "Files: `results.json`, `details.json`, `curves.png` (training loss of both stages), "
         "`predictions.mp4` (baseline | JM-Pose on the validation video with the most hard frames), "
