@@ -26,15 +26,21 @@ def plot_stage_curves(logs: dict[str, Path], out: Path) -> Path:
 
     fig, axes = plt.subplots(1, len(logs), figsize=(5 * len(logs), 3.4), squeeze=False)
     for ax, (title, path) in zip(axes[0], logs.items()):
-        rows = list(csv.DictReader(open(path, newline=""))) if path.is_file() else []
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f)) if path.is_file() else []
         steps = [int(r["step"]) for r in rows]
-        ax.plot(steps, [float(r["loss"]) for r in rows], label="total loss")
-        if any(float(r["aux_loss"] or 0) for r in rows):
-            ax.plot(steps, [float(r["heatmap_loss"]) for r in rows], label="heatmap MSE")
+        ax.plot(steps, [float(r["heatmap_loss"]) for r in rows], label="heatmap MSE")
         ax.set_yscale("log")
         ax.set_xlabel("step")
+        ax.set_ylabel("heatmap MSE")
         ax.set_title(title)
-        ax.legend()
+        aux = [float(r["aux_loss"] or 0) for r in rows]
+        if any(aux):  # the information objective can be negative: its own linear axis
+            twin = ax.twinx()
+            twin.plot(steps, aux, color="tab:orange", linestyle="--", label="auxiliary objective")
+            twin.set_ylabel("auxiliary objective")
+            twin.legend(loc="lower left", fontsize="small")
+        ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

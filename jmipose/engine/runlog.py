@@ -96,10 +96,14 @@ def plot_curves(train_csv: Path, val_csv: Path, out: Path, title: str = "trainin
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     if train:
         steps = [float(r["step"]) for r in train]
-        axes[0].plot(steps, [_float(r["loss"]) for r in train], label="total")
+        losses = {"total": [_float(r["loss"]) for r in train]}
         if any(_float(r.get("aux_loss")) for r in train):
-            axes[0].plot(steps, [_float(r["heatmap_loss"]) for r in train], label="heatmap MSE")
-        axes[0].set_yscale("log")
+            losses["heatmap"] = [_float(r["heatmap_loss"]) for r in train]
+            losses["auxiliary"] = [_float(r["aux_loss"]) for r in train]
+        for label, values in losses.items():
+            axes[0].plot(steps, values, label=label)
+        if all(v > 0 for values in losses.values() for v in values):
+            axes[0].set_yscale("log")  # an information objective can make the loss negative
         axes[0].set_xlabel("step")
         axes[0].set_ylabel("loss")
         axes[0].legend()
