@@ -8,8 +8,8 @@
 4. Evaluate both with PoseTrack AP (poseval's algorithm) on all, hard and easy validation frames.
 5. Write ``results.json``, ``report.md``, ``curves.png`` and ``predictions.mp4`` (baseline | JM-Pose).
 
-``--quick`` is a smoke version of about a minute (used by the tests); the default takes at most about
-ten minutes on two CPU cores.
+``--quick`` is a smoke version of about a minute (used by the tests); the default needs about six CPU
+minutes (one compute thread by default, see ``--threads``), well within ten minutes on two cores.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def _run_config(name: str, out: Path, plan: DemoPlan, data, model: dict, train: 
                   train=train, eval=EvalConfig(flip_test=plan.flip_test, batch_size=64, num_workers=0))
 
 
-def _train_stage(config: Config, model, train_set, progress: bool):
+def _train_stage(config: Config, model, train_set):
+    """Train one stage from scratch into ``config.output_dir``; returns the TrainResult."""
     from jmipose.engine.train import Trainer
 
     trainer = Trainer(model, train_set, config.train, config.output_dir, run_config=to_dict(config), seed=config.seed,
@@ -98,11 +99,43 @@ def _ap(result: dict) -> dict:
     return {c: result[c] for c in COLUMNS}
 
 
+def _prepare_data(out: Path, plan: DemoPlan, seed: int):
+    """The synthetic dataset (reused when it was made with the same settings), train and val sets."""
+    from jmipose.data import build_dataset
+    from jmipose.data.synthetic import make_synthetic_posetrack
+
+    arguments = dict(n_videos=plan.videos, val_videos=plan.val_videos, frames=plan.frames, size=plan.video_size,
+                     seed=seed, people=plan.people, hard_fraction=plan.hard_fraction)
+    try:
+        synthetic = make_synthetic_posetrack(out / "data", **arguments)
+    except FileExistsError:  # the demo's own data folder, made with other settings
+        synthetic = make_synthetic_posetrack(out / "data", **arguments, overwrite=True)
+    data = _data_config(out / "data", plan, seed)
+    return synthetic, data, build_dataset(data, "train"), build_dataset(data, "val")
+
+
+def _stage_configs(out: Path, plan: DemoPlan, data, seed: int, progress: bool) -> tuple[Config, Config]:
+    """Stage 1: the single-frame baseline trains the whole tiny HRNet. Stage 2: JM-Pose on top of it,
+    backbone frozen; its heatmaps start from the backbone's (heatmap_residual) and learn what the
+    neighbouring frames add."""
+    common = dict(batch_size=plan.batch_size, num_workers=0, val_every=0, progress=progress, log_every=5,
+                  weight_decay=1e-4, lr_factor=0.1, amp="off")
+    baseline = _run_config("baseline", out, plan, data, {"variant": "baseline", "backbone": "tiny"},
+                           TrainConfig(epochs=plan.baseline_epochs, lr=plan.baseline_lr,
+                                       milestones=(int(plan.baseline_epochs * 0.75),), **common), seed)
+    jmpose = _run_config("jmpose", out, plan, data,
+                         {"variant": "jm", "backbone": "tiny", "freeze_backbone": True, "heatmap_residual": True,
+                          **plan.jm_model},
+                         TrainConfig(epochs=plan.jm_epochs, lr=plan.jm_lr, milestones=(int(plan.jm_epochs * 0.75),),
+                                     **common), seed)
+    return baseline, jmpose
+
+
 def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: int = 0, progress: bool = True,
              plan: DemoPlan | None = None) -> dict:
     """The whole demo; returns the ``results.json`` content."""
-    from jmipose.data import build_dataset
-    from jmipose.data.synthetic import hard_image_ids, make_synthetic_posetrack
+    from jmipose.data.synthetic import hard_image_ids
+    from jmipose.engine.demo_report import plot_stage_curves, write_prediction_video
     from jmipose.engine.evaluate import evaluate_model
     from jmipose.models import build_model
 
@@ -110,84 +143,59 @@ def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: 
     plan = plan or PLANS["quick" if quick else "default"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings = {}
-
     for stale in ("baseline", "jmpose", "eval"):  # a demo run always trains from scratch
         if (out / stale).is_dir():
             shutil.rmtree(out / stale)
-    tick = time.perf_counter()
-    arguments = dict(n_videos=plan.videos, val_videos=plan.val_videos, frames=plan.frames, size=plan.video_size,
-                     seed=seed, people=plan.people, hard_fraction=plan.hard_fraction)
-    try:  # the same data is reused as it is
-        synthetic = make_synthetic_posetrack(out / "data", **arguments)
-    except FileExistsError:  # the demo's own data folder, made with other settings
-        synthetic = make_synthetic_posetrack(out / "data", **arguments, overwrite=True)
-    timings["data"] = time.perf_counter() - tick
-    data = _data_config(out / "data", plan, seed)
-    train_set = build_dataset(data, "train")
-    val_set = build_dataset(data, "val")
-    gt_files = list(val_set.annotation_files)
-    hard = hard_image_ids(out / "data", "val")
+    timings, tick = {}, time.perf_counter()
+    synthetic, data, train_set, val_set = _prepare_data(out, plan, seed)
+    timings["data"], tick = time.perf_counter() - tick, time.perf_counter()
+    baseline_cfg, jm_cfg = _stage_configs(out, plan, data, seed, progress)
 
-    common = dict(batch_size=plan.batch_size, num_workers=0, val_every=0, progress=progress, log_every=5,
-                  weight_decay=1e-4, lr_factor=0.1, amp="off")
-    # stage 1: the single-frame baseline, backbone trained
-    baseline_train = TrainConfig(epochs=plan.baseline_epochs, lr=plan.baseline_lr,
-                                 milestones=(int(plan.baseline_epochs * 0.75),), **common)
-    baseline_model_cfg = {"variant": "baseline", "backbone": "tiny"}
-    baseline_cfg = _run_config("baseline", out, plan, data, baseline_model_cfg, baseline_train, seed)
-    tick = time.perf_counter()
     seed_everything(mix_seed(seed, 1))
     baseline = build_model(baseline_cfg.model)
-    baseline_result = _train_stage(baseline_cfg, baseline, train_set, progress)
-    timings["baseline_training"] = time.perf_counter() - tick
+    steps = {"baseline": _train_stage(baseline_cfg, baseline, train_set).global_step}
+    timings["baseline_training"], tick = time.perf_counter() - tick, time.perf_counter()
 
-    # stage 2: JM-Pose on the frozen stage-1 backbone
-    jm_train = TrainConfig(epochs=plan.jm_epochs, lr=plan.jm_lr, milestones=(int(plan.jm_epochs * 0.75),), **common)
-    jm_model_cfg = {"variant": "jm", "backbone": "tiny", "freeze_backbone": True, "heatmap_residual": True,
-                    **plan.jm_model}
-    jm_cfg = _run_config("jmpose", out, plan, data, jm_model_cfg, jm_train, seed)
-    tick = time.perf_counter()
     seed_everything(mix_seed(seed, 2))
     jmpose = build_model(jm_cfg.model)
     jmpose.backbone.load_state_dict(baseline.backbone.state_dict())
-    jm_result = _train_stage(jm_cfg, jmpose, train_set, progress)
-    timings["jmpose_training"] = time.perf_counter() - tick
+    steps["jmpose"] = _train_stage(jm_cfg, jmpose, train_set).global_step
+    timings["jmpose_training"], tick = time.perf_counter() - tick, time.perf_counter()
 
-    tick = time.perf_counter()
-    scores = {}
-    for name, model, config in (("baseline", baseline, baseline_cfg), ("jmpose", jmpose, jm_cfg)):
-        scores[name] = evaluate_model(model, val_set, gt_files, out / "eval" / name, config.eval,
-                                      progress=progress, hard_frames=hard)
-    timings["evaluation"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    from jmipose.engine.demo_report import plot_stage_curves, write_prediction_video, write_report
+    hard = hard_image_ids(out / "data", "val")
+    scores = {name: evaluate_model(model, val_set, list(val_set.annotation_files), out / "eval" / name,
+                                   config.eval, progress=progress, hard_frames=hard)
+              for name, model, config in (("baseline", baseline, baseline_cfg), ("jmpose", jmpose, jm_cfg))}
+    timings["evaluation"], tick = time.perf_counter() - tick, time.perf_counter()
 
     plot_stage_curves({"baseline (stage 1)": out / "baseline" / "train_log.csv",
                        "JM-Pose (stage 2)": out / "jmpose" / "train_log.csv"}, out / "curves.png")
     video = write_prediction_video(out / "data", val_set, out / "eval", out / "predictions.mp4",
                                    seconds=plan.video_seconds)
     timings["report"] = time.perf_counter() - tick
+    details = {
+        "seed": seed, "plan": dataclasses.asdict(plan), "timings": timings, "steps": steps,
+        "easy_frames": {name: _ap(scores[name]["easy"]) for name in scores},
+        "frames": {part: scores["jmpose"][part]["frames"] for part in ("all", "hard", "easy")},
+        "data": {name: {"frames": s.frames, "labelled": s.labelled_frames, "hard": s.hard_frames}
+                 for name, s in synthetic.splits.items()},
+        "train_samples": len(train_set), "val_people": len(val_set), "threads": torch.get_num_threads(),
+        "video": str(video) if video else None,
+    }
+    return _write_results(out, scores, details, time.perf_counter() - started)
+
+
+def _write_results(out: Path, scores: dict, details: dict, seconds: float) -> dict:
+    from jmipose.engine.demo_report import write_report
 
     results = {
         "baseline": _ap(scores["baseline"]["all"]),
         "jmpose": _ap(scores["jmpose"]["all"]),
-        "hard_frames": {"baseline": _ap(scores["baseline"]["hard"]), "jmpose": _ap(scores["jmpose"]["hard"])},
-        "seconds": round(time.perf_counter() - started, 1),
+        "hard_frames": {name: _ap(scores[name]["hard"]) for name in ("baseline", "jmpose")},
+        "seconds": round(seconds, 1),
     }
+    details["cpu_seconds"] = round(_cpu_seconds(), 1)
     atomic_write_json(out / "results.json", results)
-    details = {
-        "seed": seed, "plan": dataclasses.asdict(plan), "timings": timings,
-        "easy_frames": {"baseline": _ap(scores["baseline"]["easy"]), "jmpose": _ap(scores["jmpose"]["easy"])},
-        "frames": {part: scores["jmpose"][part]["frames"] for part in ("all", "hard", "easy")},
-        "data": {name: {"frames": s.frames, "labelled": s.labelled_frames, "hard": s.hard_frames}
-                 for name, s in synthetic.splits.items()},
-        "train_samples": len(train_set), "val_people": len(val_set),
-        "steps": {"baseline": baseline_result.global_step, "jmpose": jm_result.global_step},
-        "threads": torch.get_num_threads(), "video": str(video) if video else None,
-        "cpu_seconds": round(_cpu_seconds(), 1),
-    }
     atomic_write_json(out / "details.json", details)
     atomic_write_text(out / "report.md", write_report(results, details))
     return results
@@ -200,16 +208,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a one-minute smoke version")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice, one per core)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: the demo's small kernels gain little from more, "
+                             "and lose much when the cores are shared)")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    results = run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        results = run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    finally:
+        torch.set_num_threads(threads)
     print(Path(args.out, "report.md").read_text())
     gain = results["jmpose"]["Total"] - results["baseline"]["Total"]
     print(f"JM-Pose vs baseline: {gain:+.1f} AP Total in {results['seconds']:.0f} s; results in {args.out}")
