@@ -229,6 +229,12 @@ def load_and_check(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike
         raise ValueError(f"pred_dir: {pred_dir} is not a folder")
     gt_problems: list[str] = []
     sequences = [load_sequence(p, want_scores=False, problems=gt_problems) for p in gt_files]
+    for sequence in sequences:
+        videos = sorted({os.path.basename(os.path.dirname(f.name)) for f in sequence.frames})
+        if len(videos) > 1:  # poseval reads only a file's first video and would drop the others silently
+            gt_problems.append(f"{sequence.path} holds {len(videos)} sequences ({videos[:3]}...); PoseTrack "
+                               f"evaluation needs one file per sequence (jmipose.engine.evaluate.split_sequences "
+                               f"splits a merged file)")
     if gt_problems:
         raise ValueError("malformed ground truth:\n  " + "\n  ".join(gt_problems[:25]))
     problems: list[str] = []

@@ -442,3 +442,12 @@ def test_random_frames_against_loop_reference(tmp_path, seed):
              "head_top")]
     np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
     assert 0 < r["Total"] < 100  # the random cases are neither trivial nor hopeless
+
+
+def test_a_merged_ground_truth_file_is_refused(shared_data, tmp_path):
+    merged = shared_data / "posetrack18" / "annotations" / "test_posetrack18_val.json"
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "all.json").write_text(merged.read_text())
+    (tmp_path / "pr").mkdir()
+    with pytest.raises(ValueError, match="holds 3 sequences"):
+        posetrack_ap(tmp_path / "gt", tmp_path / "pr")
