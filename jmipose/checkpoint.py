@@ -94,7 +94,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def save_checkpoint(name: str | os.PathLike, state_dict: Mapping[str, Tensor] | nn.Module,
-                    config: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None) -> Path:
+                    config: Mapping[str, Any] | None = None,
+                    metadata: Mapping[str, Any] | None = None) -> Path:
     """Writes ``<name>.safetensors`` and ``<name>.json``; returns the JSON path.  ``config`` and
     ``metadata`` must be JSON-serialisable."""
     from safetensors.torch import save
@@ -104,7 +105,8 @@ def save_checkpoint(name: str | os.PathLike, state_dict: Mapping[str, Tensor] | 
     tensors = {}
     for key, value in state_dict.items():
         if not isinstance(value, Tensor):
-            raise TypeError(f"save_checkpoint: state_dict[{key!r}] must be a tensor, got {type(value).__name__}")
+            raise TypeError(f"save_checkpoint: state_dict[{key!r}] must be a tensor, "
+                            f"got {type(value).__name__}")
         # safetensors needs contiguous, unshared CPU storage
         tensors[key] = value.detach().to("cpu").contiguous().clone()
     weights_path, json_path = _paths(name)
@@ -127,7 +129,8 @@ def read_checkpoint_record(name: str | os.PathLike) -> dict[str, Any]:
     """The JSON record of a checkpoint (config, metadata, weights' size and hash), unverified."""
     _, json_path = _paths(name)
     if not json_path.is_file():
-        raise CheckpointError(f"checkpoint: no such file {json_path} (expected <name>.json beside <name>.safetensors)")
+        raise CheckpointError(f"checkpoint: no such file {json_path} "
+                              f"(expected <name>.json beside <name>.safetensors)")
     try:
         record = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -163,10 +166,12 @@ def load_checkpoint(name: str | os.PathLike, map_location: str | torch.device = 
     try:
         state_dict = load(blob)
     except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"checkpoint: {weights_path} is not a valid safetensors file ({error})") from error
+        raise CheckpointError(f"checkpoint: {weights_path} is not a valid safetensors file "
+                              f"({error})") from error
     if str(map_location) != "cpu":
         state_dict = {k: v.to(map_location) for k, v in state_dict.items()}
-    return Checkpoint(state_dict=state_dict, config=record.get("config", {}), metadata=record.get("metadata", {}))
+    return Checkpoint(state_dict=state_dict, config=record.get("config", {}),
+                      metadata=record.get("metadata", {}))
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, Tensor],

@@ -2,7 +2,7 @@
 
     from jmipose.models import ModelConfig, build_model
     model = build_model(ModelConfig(variant="jm", backbone="w48"))     # or build_model({"variant": "jm"})
-    output = model(frames)          # frames [B, T, 3, H, W] -> PoseOutput(heatmaps, backbone_heatmaps, aux_loss)
+    output = model(frames)   # [B, T, 3, H, W] -> PoseOutput(heatmaps, backbone_heatmaps, aux_loss)
     loss = pose_loss(output, target_heatmaps, target_weight).total
 """
 
@@ -22,8 +22,9 @@ from jmipose.models.jmi import JointMotionPose
 from jmipose.models.losses import AUX_LOSS_WEIGHT, PoseLoss, joint_mse_loss, pose_loss
 from jmipose.models.summary import describe
 
-__all__ = ["AUX_LOSS_WEIGHT", "JointMotionPose", "ModelConfig", "PoseHighResolutionNet", "PoseLoss", "PoseOutput",
-           "SingleFramePose", "build_hrnet", "build_model", "describe", "hrnet_tiny", "hrnet_w32", "hrnet_w48",
+__all__ = ["AUX_LOSS_WEIGHT", "JointMotionPose", "ModelConfig", "PoseHighResolutionNet", "PoseLoss",
+           "PoseOutput", "SingleFramePose", "build_hrnet", "build_model", "describe", "hrnet_tiny",
+           "hrnet_w32", "hrnet_w48",
            "joint_mse_loss", "load_hrnet_weights", "load_model", "pose_loss", "save_model"]
 
 
@@ -46,7 +47,8 @@ def build_model(config: ModelConfig | dict[str, Any]) -> nn.Module:
     return JointMotionPose(config, backbone)
 
 
-def save_model(name: str | os.PathLike, model: nn.Module, metadata: dict[str, Any] | None = None) -> os.PathLike:
+def save_model(name: str | os.PathLike, model: nn.Module,
+               metadata: dict[str, Any] | None = None) -> os.PathLike:
     """``<name>.safetensors`` + ``<name>.json`` holding the weights and ``{"model": model.config}``."""
     from jmipose.checkpoint import save_checkpoint
 

@@ -20,7 +20,7 @@ class SingleFramePose(nn.Module):
 
     def __init__(self, config: ModelConfig, backbone: PoseHighResolutionNet) -> None:
         super().__init__()
-        self.config = config if config._resolved else config.resolved()
+        self.config = config.resolved()
         self.backbone = backbone
         if self.config.freeze_backbone:
             backbone.freeze()

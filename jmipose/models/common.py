@@ -19,8 +19,8 @@ class ConvBlock(nn.Sequential):
     """conv (no bias) -> BatchNorm -> ReLU: the "Theta" blocks of the papers' figures."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
-        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        super().__init__(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 def check_frames(frames: object, num_frames: int, who: str) -> Tensor:
@@ -34,5 +34,6 @@ def check_frames(frames: object, num_frames: int, who: str) -> Tensor:
                          f"got shape {tuple(frames.shape)}")
     if frames.shape[3] % 32 or frames.shape[4] % 32:
         # HRNet's 1/32 branch is upsampled by 8 onto the 1/4 branch; other sizes do not line up
-        raise ValueError(f"{who}: frame height and width must be multiples of 32, got {tuple(frames.shape[3:])}")
+        raise ValueError(f"{who}: frame height and width must be multiples of 32, "
+                         f"got {tuple(frames.shape[3:])}")
     return frames

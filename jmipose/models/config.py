@@ -11,7 +11,7 @@ Where PAPER.md says a detail is not known, the field says what we chose and why.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 VARIANTS = ("jmi", "jm", "baseline")
@@ -107,14 +107,13 @@ class ModelConfig:
     mi_proxy: str = "exp_neg_kl"
     heatmap_residual: bool = False
     use_kernels: bool = True
-    _resolved: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         """A config from a plain dict; unknown keys are an error that names them."""
         if not isinstance(values, dict):
             raise TypeError(f"model config must be a dict or ModelConfig, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"model config: unknown keys {unknown}; known keys are {sorted(known)}")
@@ -122,9 +121,8 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (JSON/YAML friendly)."""
-        return {f.name: (list(getattr(self, f.name)) if isinstance(getattr(self, f.name), tuple)
-                         else getattr(self, f.name))
-                for f in dataclasses.fields(self) if not f.name.startswith("_")}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
 
     def resolved(self) -> ModelConfig:
         """A copy with every None field set to its variant default, validated."""
@@ -136,9 +134,14 @@ class ModelConfig:
                 values[name] = list(default) if isinstance(default, list) else default
         values["stages"] = [int(s) for s in values["stages"]]
         values["heatmap_offsets"] = [int(o) for o in values["heatmap_offsets"]]
-        config = ModelConfig(**values, _resolved=True)
+        config = ModelConfig(**values)
         config.validate()
         return config
+
+    @property
+    def is_resolved(self) -> bool:
+        """True when no field is left to a variant default (``resolved()`` returns such configs)."""
+        return all(getattr(self, name) is not None for name in VARIANT_DEFAULTS.get(self.variant, {}))
 
     @property
     def is_temporal(self) -> bool:
@@ -165,11 +168,12 @@ class ModelConfig:
             fail("mi_proxy", f"one of {MI_PROXIES}")
         if not self.mi_temperature > 0:
             fail("mi_temperature", "a positive number")
-        if not self.is_temporal or not self._resolved:
+        if not self.is_temporal or not self.is_resolved:
             return
         if self.num_frames < 2:
-            fail("num_frames", "at least 2 for a temporal variant (the motion features are frame differences)")
-        if not self.stages or len(set(self.stages)) != len(self.stages) or not all(1 <= s <= 4 for s in self.stages):
+            fail("num_frames", "at least 2 for a temporal variant (motion features are frame differences)")
+        distinct = len(set(self.stages)) == len(self.stages)
+        if not self.stages or not distinct or not all(1 <= s <= 4 for s in self.stages):
             fail("stages", "a non-empty list of distinct backbone stages in 1..4")
         offsets_ok = all(0 <= self.key_index + o < self.num_frames for o in self.heatmap_offsets)
         if not self.heatmap_offsets or not offsets_ok:

@@ -219,7 +219,8 @@ class PoseHighResolutionNet(nn.Module):
         """Channels of the four stage features ``forward(..., return_stage_features=True)`` returns."""
         return [self.spec.stage1_channels, self.width, self.width, self.width]
 
-    def forward(self, images: Tensor, return_stage_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+    def forward(self, images: Tensor,
+                return_stage_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         """images [N, 3, H, W] -> heatmaps [N, joints, H/4, W/4] (and the four stage features)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"HRNet: images must be [N, 3, H, W], got shape {tuple(images.shape)}")
@@ -285,13 +286,15 @@ def unwrap_state_dict(checkpoint: Any) -> dict[str, Tensor]:
             state = state[wrapper]
             break
     if not isinstance(state, dict):
-        raise TypeError(f"HRNet weights: expected a state dict (a dict of tensors), got {type(state).__name__}")
+        raise TypeError(f"HRNet weights: expected a state dict (a dict of tensors), "
+                        f"got {type(state).__name__}")
     if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
 
 
-def load_hrnet_weights(model: PoseHighResolutionNet, source: str | Path | dict[str, Any]) -> PoseHighResolutionNet:
+def load_hrnet_weights(model: PoseHighResolutionNet,
+                       source: str | Path | dict[str, Any]) -> PoseHighResolutionNet:
     """Loads public pose-HRNet weights strictly (every key, every shape), else raises
     ``jmipose.checkpoint.StateDictMismatchError`` naming missing/unexpected keys and shape mismatches.
 

@@ -95,7 +95,8 @@ class ContextAwareJointLearner(nn.Module):
 
     def forward(self, motion: Tensor, heatmaps: Tensor) -> Tensor:
         if not self.use_gather:
-            joint = F.conv2d(motion, self.weight.to(motion.dtype), padding=self.padding, dilation=self.dilation)
+            weight = self.weight.to(motion.dtype)
+            joint = F.conv2d(motion, weight, padding=self.padding, dilation=self.dilation)
             return self.relu(self.norm(joint))
         guide = self.guide(torch.cat([heatmaps.to(motion.dtype), motion], dim=1))
         offsets = self.offset_conv(guide)                 # JO: (dy, dx) per offset group and tap
@@ -154,18 +155,22 @@ class InteractionBlock(nn.Module):
                 self._maps(out_m, *pooled_size), size=(height, width), mode="bilinear", align_corners=False)
             attended_joint = joint.to(dtype) + F.interpolate(
                 self._maps(out_j, *pooled_size), size=(height, width), mode="bilinear", align_corners=False)
-        gate_motion, gate_joint = torch.sigmoid(self.gate(torch.cat([attended_motion, attended_joint], 1))).chunk(2, 1)
+        gates = torch.sigmoid(self.gate(torch.cat([attended_motion, attended_joint], dim=1)))
+        gate_motion, gate_joint = gates.chunk(2, dim=1)
         return gate_motion * attended_motion, gate_joint * attended_joint
 
 
 class JointMotionBranch(nn.Module):
     """Motion features of some stages -> CJL -> chained interaction blocks -> one fused map."""
 
-    def __init__(self, stage_channels: list[int], heatmap_channels: int, config: ModelConfig, channels: int) -> None:
+    def __init__(self, stage_channels: list[int], heatmap_channels: int, config: ModelConfig,
+                 channels: int) -> None:
         super().__init__()
         self.motions = nn.ModuleList(FeatureDifference(c, channels, config.num_frames, config.key_index,
                                                        config.split_sides) for c in stage_channels)
-        self.motion_merge = ConvBlock(len(stage_channels) * channels, channels) if len(stage_channels) > 1 else None
+        self.motion_merge = None
+        if len(stage_channels) > 1:
+            self.motion_merge = ConvBlock(len(stage_channels) * channels, channels)
         self.joint_learner = ContextAwareJointLearner(
             channels, heatmap_channels, config.gather_kernel, config.gather_dilation, config.offset_groups,
             use_gather=config.use_cjl, use_kernels=config.use_kernels)
@@ -205,12 +210,13 @@ class JointMotionPose(nn.Module):
         super().__init__()
         if not config.is_temporal:
             raise ValueError(f"JointMotionPose: variant must be 'jmi' or 'jm', got {config.variant!r}")
-        config = config if config._resolved else config.resolved()
+        config = config.resolved()
         self.config = config
         self.backbone = backbone
         channels = config.channels or backbone.width
         if channels % config.heads:
-            raise ValueError(f"model config: channels ({channels}) must be divisible by heads ({config.heads})")
+            raise ValueError(f"model config: channels ({channels}) must be divisible by heads "
+                             f"({config.heads})")
         if channels % config.offset_groups:
             raise ValueError(f"model config: channels ({channels}) must be divisible by offset_groups "
                              f"({config.offset_groups})")
@@ -218,12 +224,17 @@ class JointMotionPose(nn.Module):
         self.guide_frames = [config.key_index + offset for offset in config.heatmap_offsets]
         heatmap_channels = len(self.guide_frames) * config.num_joints
         # JMI: one branch per stage; JM-Pose: one branch over all its stages (motion merged).
-        self.branch_stages = ([[s] for s in config.stages] if config.variant == "jmi" else [list(config.stages)])
+        if config.variant == "jmi":
+            self.branch_stages = [[s] for s in config.stages]
+        else:
+            self.branch_stages = [list(config.stages)]
         stage_channels = backbone.stage_channels()
         self.branches = nn.ModuleList(
             JointMotionBranch([stage_channels[s - 1] for s in stages], heatmap_channels, config, channels)
             for stages in self.branch_stages)
-        self.stage_fuse = (ConvBlock(len(self.branches) * channels, channels) if len(self.branches) > 1 else None)
+        self.stage_fuse = None
+        if len(self.branches) > 1:
+            self.stage_fuse = ConvBlock(len(self.branches) * channels, channels)
         self.head = nn.Conv2d(channels, config.num_joints, kernel_size=1)
         nn.init.normal_(self.head.weight, std=0.001)
         nn.init.zeros_(self.head.bias)

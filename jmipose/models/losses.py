@@ -51,7 +51,8 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 def spatial_log_distribution(features: Tensor, temperature: float = MI_TEMPERATURE) -> Tensor:
     """log softmax over pixels per channel: [B, C, h, w] -> [B, C, h*w] (float32 or float64)."""
     if features.dim() != 4:
-        raise ValueError(f"spatial_log_distribution: features must be [B, C, h, w], got {tuple(features.shape)}")
+        raise ValueError(f"spatial_log_distribution: features must be [B, C, h, w], "
+                         f"got {tuple(features.shape)}")
     flat = features.to(_compute_dtype(features)).flatten(2)
     return F.log_softmax(flat / temperature, dim=-1)
 
@@ -77,8 +78,8 @@ def mutual_information_objective(motion: Tensor, joint: Tensor, temperature: flo
     if motion.shape != joint.shape:
         raise ValueError(f"mutual_information_objective: motion {tuple(motion.shape)} and joint "
                          f"{tuple(joint.shape)} must have one shape")
-    return information(spatial_log_distribution(motion, temperature), spatial_log_distribution(joint, temperature),
-                       proxy)
+    log_motion = spatial_log_distribution(motion, temperature)
+    return information(log_motion, spatial_log_distribution(joint, temperature), proxy)
 
 
 class OrthogonalityTerms(NamedTuple):
@@ -116,8 +117,8 @@ def orthogonality_terms(joint: Tensor, motion: Tensor, heatmaps: Tensor, tempera
     return OrthogonalityTerms(joint_motion, motion_heatmap, motion_heatmap_and_joint - motion_joint)
 
 
-def orthogonality_objective(joint: Tensor, motion: Tensor, heatmaps: Tensor, temperature: float = MI_TEMPERATURE,
-                            proxy: str = "exp_neg_kl") -> Tensor:
+def orthogonality_objective(joint: Tensor, motion: Tensor, heatmaps: Tensor,
+                            temperature: float = MI_TEMPERATURE, proxy: str = "exp_neg_kl") -> Tensor:
     """JM-Pose's L_IO = I(J; M | H^) (to minimise)."""
     return orthogonality_terms(joint, motion, heatmaps, temperature, proxy).total
 

@@ -40,7 +40,8 @@ def op_flops(config, input_size: tuple[int, int], batch_size: int = 1) -> dict[s
     num_branches = len(config.stages) if config.variant == "jmi" else 1
     gather = 0
     if config.use_cjl:
-        gather = num_branches * 2 * batch_size * channels * channels * config.gather_kernel ** 2 * height * width
+        taps = config.gather_kernel ** 2
+        gather = num_branches * 2 * batch_size * channels * channels * taps * height * width
     attention = 0
     if config.use_interaction:
         tokens = math.ceil(height / config.attention_pool) * math.ceil(width / config.attention_pool)

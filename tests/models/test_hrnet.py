@@ -123,12 +123,13 @@ def test_public_state_dict_loads_strictly(public_model):
              for i, (k, s) in enumerate(expected_state_shapes(width).items())}
     load_hrnet_weights(model, {"epoch": 140, "state_dict": {f"module.{k}": v for k, v in state.items()}})
     loaded = model.state_dict()
-    for key in ("conv1.weight", "stage4.2.fuse_layers.0.3.0.weight", "final_layer.bias", "layer1.0.bn3.running_var",
-                "stage3.3.branches.2.3.bn2.num_batches_tracked"):
+    for key in ("conv1.weight", "stage4.2.fuse_layers.0.3.0.weight", "final_layer.bias",
+                "layer1.0.bn3.running_var", "stage3.3.branches.2.3.bn2.num_batches_tracked"):
         torch.testing.assert_close(loaded[key], state[key], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("wrapping", ["plain", "state_dict", "model", "module_prefix", "no_num_batches_tracked"])
+@pytest.mark.parametrize("wrapping",
+                         ["plain", "state_dict", "model", "module_prefix", "no_num_batches_tracked"])
 def test_state_dict_wrappings(wrapping):
     source_model = hrnet_tiny()
     with torch.no_grad():

@@ -23,11 +23,12 @@ CONFIGS = {
     "jm_no_cjl": {"variant": "jm", "use_cjl": False},
     "jm_no_interaction": {"variant": "jm", "use_interaction": False},
     "jm_no_aux": {"variant": "jm", "use_aux": False},
-    "jmi_options": {"heads": 2, "attention_pool": 2, "offset_groups": 2, "channels": 16, "heatmap_residual": True,
-                    "mi_proxy": "neg_kl", "stages": [1, 3]},
+    "jmi_options": {"heads": 2, "attention_pool": 2, "offset_groups": 2, "channels": 16,
+                    "heatmap_residual": True, "mi_proxy": "neg_kl", "stages": [1, 3]},
     "jm_options": {"variant": "jm", "stages": [2, 4], "split_sides": False, "num_blocks": 2, "heads": 4,
                    "gather_dilation": 1},
-    "jm_three_frames_key_first": {"variant": "jm", "num_frames": 3, "key_index": 0, "heatmap_offsets": [0, 1, 2]},
+    "jm_three_frames_key_first": {"variant": "jm", "num_frames": 3, "key_index": 0,
+                                  "heatmap_offsets": [0, 1, 2]},
 }
 
 
