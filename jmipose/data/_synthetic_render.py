@@ -298,18 +298,20 @@ def defocus_kernel(radius: float) -> np.ndarray:
 
 def shake_kernel(rng: np.random.Generator, length: float) -> tuple[np.ndarray, np.ndarray]:
     """Camera shake during the exposure: a curved path of ``length`` pixels travelled at a varying
-    speed. The camera is at its nominal place at mid-exposure (the instant the labels refer to), so
-    the blur streak is not centred on the true joint: where along the streak the joint lies cannot
-    be read from the frame alone. Returns (kernel for cv2.filter2D, mean image displacement)."""
-    samples = 96
+    speed. The camera is at its nominal place when the shutter opens (the instant the labels refer
+    to, as in the neighbouring frames) and is then bumped away, so the joints are at one end of the
+    blur streak; which end cannot be told from the frame alone (the streak looks the same both
+    ways), only from the neighbouring frames. Returns (kernel for cv2.filter2D, mean displacement
+    of the image, i.e. where the smeared picture sits relative to the labels)."""
+    samples = 128
     tau = (np.arange(samples) + 0.5) / samples
-    speed = np.exp(rng.uniform(-2.5, 2.5) * (tau - 0.5))
+    log_speed = sum(rng.uniform(0.5, 1.2) * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * tau + rng.uniform(0, 2 * np.pi))
+                    for _ in range(3))
+    speed = np.exp(log_speed)
     heading = rng.uniform(0, 2 * np.pi) + rng.uniform(-2.0, 2.0) * (tau - 0.5)
     steps = speed[:, None] * np.stack([np.cos(heading), np.sin(heading)], -1)
-    path = np.cumsum(steps, 0)
+    path = np.concatenate([np.zeros((1, 2)), np.cumsum(steps, 0)])
     path *= length / max(np.sum(np.linalg.norm(np.diff(path, axis=0), axis=-1)), 1e-9)
-    mid = (path[samples // 2 - 1] + path[samples // 2]) / 2
-    path -= mid
     # filter2D correlates: out(x) = sum_k K(k) in(x + k); the frame is the mean of the scene
     # shifted by path(tau), i.e. in(x - path), so the weights sit at k = -path.
     reach = int(np.ceil(np.abs(path).max())) + 2

@@ -19,7 +19,7 @@ HARD_THRESHOLD = 0.5          # a frame is hard when some degradation has at lea
 # Truncation is recorded but never makes a frame hard: joints outside the frame are unlabelled.
 HARD_TYPES = ("motion_blur", "defocus", "occluder", "overlap")
 EVENT_KINDS = ("motion_blur", "defocus", "occluder", "occluder+motion_blur", "occluder+defocus")
-EVENT_PROBS = (0.38, 0.3, 0.2, 0.06, 0.06)
+EVENT_PROBS = (0.5, 0.22, 0.16, 0.06, 0.06)
 # Joint groups an occluder is placed over (PoseTrack18 indices).
 OCCLUDER_GROUPS = ((0, 1, 2), (7, 9), (8, 10), (5, 7, 9), (6, 8, 10), (13, 15), (14, 16), (13, 14),
                    (9, 10), (11, 13), (12, 14))
@@ -118,12 +118,15 @@ def _layout_extras(rng, width, height, frames, horizon):
 def _schedule(rng, frames, hard_fraction):
     """Hard events of 1-2 frames, each followed by >= 2 clean frames; mild blur on some clean ones."""
     events, t = [], int(rng.integers(0, 3))
-    mean_length = 1.35
+    # With the shortest gap (2) the hard share is (1 + p2) / (3 + p2) for a share p2 of two-frame
+    # events: above about 0.4 more events last two frames instead of the gaps shrinking.
+    two_frame = float(np.clip((3 * hard_fraction - 1) / max(1 - hard_fraction, 1e-6), 0.35, 1.0))
+    mean_length = 1 + two_frame
     mean_gap = max(2.0, mean_length * (1 - hard_fraction) / max(hard_fraction, 1e-6))
     gap_p = 1.0 / (mean_gap - 1.0)       # gap = 2 + geometric(gap_p) - 1 has mean mean_gap
     clean = np.ones(frames, bool)
     while hard_fraction > 0 and t < frames:
-        length = 1 if rng.random() < 0.65 else 2
+        length = 2 if rng.random() < two_frame else 1
         kind = EVENT_KINDS[int(rng.choice(len(EVENT_KINDS), p=EVENT_PROBS))]
         events.append(Event(t, min(length, frames - t), kind, float(rng.uniform(0.55, 1.0))))
         clean[t:t + length] = False
@@ -131,7 +134,7 @@ def _schedule(rng, frames, hard_fraction):
     for t in np.flatnonzero(clean):
         if rng.random() < 0.12:
             kind = ("motion_blur", "defocus")[int(rng.integers(2))]
-            events.append(Event(int(t), 1, kind, float(rng.uniform(0.1, 0.3))))
+            events.append(Event(int(t), 1, kind, float(rng.uniform(0.05, 0.2))))
     return sorted(events, key=lambda e: e.start)
 
 
@@ -179,11 +182,12 @@ def plan_scene(rng: np.random.Generator, width: int, height: int, frames: int, p
         for t in range(event.start, event.start + event.length):
             records = scene.blur.setdefault(t, [])
             if "motion_blur" in event.kind:
-                kernel, offset = render.shake_kernel(schedule_rng, event.strength * 0.3 * mean_body)
-                records.append({"type": "motion_blur", "strength": event.strength,
-                                "length": event.strength * 0.3 * mean_body, "offset": offset, "kernel": kernel})
+                length = event.strength * 0.4 * mean_body
+                kernel, offset = render.shake_kernel(schedule_rng, length)
+                records.append({"type": "motion_blur", "strength": event.strength, "length": length,
+                                "offset": offset, "kernel": kernel})
             if "defocus" in event.kind:
-                radius = event.strength * 0.1 * mean_body
+                radius = event.strength * 0.14 * mean_body
                 records.append({"type": "defocus", "strength": event.strength, "radius": radius,
                                 "kernel": render.defocus_kernel(radius)})
         if "occluder" in event.kind:
@@ -253,15 +257,16 @@ def _annotate(scene, t, labels, person, slot, slot_track):
     return frame, records, occluded
 
 
-def _detections(rng, persons, extras_boxes, hard, width, height):
-    """Noisy detector output: jittered boxes (more on hard frames), a few misses, false alarms."""
+def _detections(rng, persons, extras_boxes, hard, shift, width, height):
+    """Noisy detector output: jittered boxes (more on hard frames, and following the picture where
+    camera shake moved it by ``shift``), a few misses, false alarms."""
     out = []
     jitter = 2.0 if hard else 1.0
     for box, occluded_fraction, is_extra in persons + [(b, 0.0, True) for b in extras_boxes]:
         if rng.random() < (0.09 if hard else 0.03):
             continue
         size = box[2:] - box[:2]
-        centre = (box[:2] + box[2:]) / 2 + rng.normal(0, 0.04 * jitter, 2) * size
+        centre = (box[:2] + box[2:]) / 2 + shift + rng.normal(0, 0.04 * jitter, 2) * size
         size = size * np.exp(rng.normal(0, 0.06 * jitter, 2))
         lo = np.clip(centre - size / 2, 0, [width - 1, height - 1])
         hi = np.clip(centre + size / 2, 0, [width - 1, height - 1])
@@ -311,5 +316,6 @@ def render_frame(scene: Scene, t: int) -> Frame:
     visible_fraction = {p.track_id: p.keypoints[list(LABELLED_JOINTS), 2].mean() for p in persons}
     boxes = [(p.body_box, 1.0 - visible_fraction[p.track_id], False) for p in persons]
     extra_boxes = [_body_box(e.motion, t, scene.width, scene.height) for e in scene.extras]
-    detections = _detections(rng, boxes, extra_boxes, hard, scene.width, scene.height)
+    shift = sum((np.asarray(r["offset"]) for r in records if r["type"] == "motion_blur"), np.zeros(2))
+    detections = _detections(rng, boxes, extra_boxes, hard, shift, scene.width, scene.height)
     return Frame(t, image, persons, records, hard, detections)

@@ -226,8 +226,8 @@ def _prepare_out_dir(root, arguments, overwrite):
         ours = {"images", "mask", "annotations", "synthetic.json"}
         entries = {p.name for p in root.iterdir()}
         if entries and not overwrite:
-            raise FileExistsError(f"out_dir {root} is not empty and holds no synthetic dataset; "
-                                  f"choose an empty or new folder")
+            raise FileExistsError(f"out_dir {root} is not empty and has no synthetic.json (an interrupted "
+                                  f"run?); pass overwrite=True to clear it or choose a new folder")
         if entries - ours:
             raise FileExistsError(f"out_dir {root} holds files that are not a synthetic dataset "
                                   f"({sorted(entries - ours)[:5]}); refusing to overwrite it")

@@ -368,6 +368,28 @@ def test_degradation_events_are_short_with_clean_neighbours(dataset):
                     assert sum(strong[t - 2:t + 3]) <= 2, (data["images"][t]["id"], strong[t - 2:t + 3])
 
 
+def test_blur_kernels_move_light_as_described():
+    """A point blurred by the shake kernel is smeared along a path that starts at the point (the
+    labelled instant) and whose centroid is the returned offset; defocus keeps the centroid."""
+    from jmipose.data import _synthetic_render as render
+
+    rng = np.random.default_rng(4)
+    for length in (12.0, 40.0):
+        image = np.zeros((161, 161), np.float32)
+        image[80, 80] = 1000.0
+        kernel, offset = render.shake_kernel(rng, length)
+        out = render.apply_kernel(image, kernel)
+        ys, xs = np.mgrid[0:161, 0:161]
+        centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+        np.testing.assert_allclose(centroid, [80 + offset[0], 80 + offset[1]], atol=0.05)
+        assert out[79:82, 79:82].sum() > 0                        # the streak starts at the point
+        extent = np.ptp(np.argwhere(out > 1e-3), axis=0).max()
+        assert 0.4 * length <= extent <= length + 2
+        defocused = render.apply_kernel(image, render.defocus_kernel(length / 4))
+        centroid = np.array([(defocused * xs).sum(), (defocused * ys).sum()]) / defocused.sum()
+        np.testing.assert_allclose(centroid, [80, 80], atol=1e-3)
+
+
 def _sharpness(image, boxes):
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float64)
     lap = cv2.Laplacian(gray, cv2.CV_64F)
@@ -441,3 +463,37 @@ def test_synthetic_video_mp4(tmp_path):
     assert kp.shape == (17, 3) and np.all(kp[:, 0] <= 191)
     with pytest.raises(ValueError, match="mp4"):
         synthetic_video(tmp_path / "clip.avi", frames=2)
+
+
+# ----------------------------------------------------------------------------- the PoseTrack loader
+
+
+def test_posetrack_loader_reads_the_dataset(dataset):
+    """The PoseTrack18 loader reads the synthetic files without special cases: ground-truth samples
+    with the written joints (visibility 0 is "not a training target" there, as for PoseTrack), and
+    detector-box samples from the detections JSON."""
+    from jmipose.data import PoseTrackVideoDataset
+
+    val = dataset.splits["val"]
+    gt = PoseTrackVideoDataset(dataset.root, split="val", input_size=(96, 128), heatmap_size=(24, 32))
+    written = {}
+    for data in _sequences(dataset.root, "val").values():
+        for annotation in data["annotations"]:
+            written[(annotation["image_id"], annotation["track_id"])] = _keypoints(annotation)
+    assert len(gt) == len(written)
+    for index in (0, len(gt) // 2, len(gt) - 1):
+        sample = gt[index]
+        meta = sample["meta"]
+        assert sample["frames"].shape == (5, 3, 128, 96)
+        kp = written[(meta["image_id"], meta["track_id"])]
+        visible = kp[:, 2] > 0
+        np.testing.assert_allclose(meta["joints"].numpy()[visible], kp[visible], atol=1e-4)
+        assert np.all(meta["joints"].numpy()[~visible] == 0)
+        assert np.all(sample["target_weight"].numpy()[~visible] == 0)
+    detections = json.loads(val.detections.read_text())
+    boxed = PoseTrackVideoDataset(dataset.root, split="val", boxes=val.detections, box_score_threshold=0.2,
+                                  input_size=(96, 128), heatmap_size=(24, 32))
+    assert len(boxed) == sum(d["score"] >= 0.2 for d in detections)
+    assert boxed[0]["frames"].shape == (5, 3, 128, 96)
+    train = PoseTrackVideoDataset(dataset.root, split="train", input_size=(96, 128), heatmap_size=(24, 32))
+    assert len(train) > 0 and train[0]["heatmaps"].shape == (17, 32, 24)
