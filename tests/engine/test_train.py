@@ -149,26 +149,40 @@ def test_sigkill_during_every_checkpoint_write_leaves_a_valid_checkpoint(tmp_pat
 _REAL_REPLACE = os.replace
 
 
+def _checkpoint_step(folder: Path) -> int:
+    try:
+        return json.loads((folder / "last.json").read_text())["metadata"]["training"]["global_step"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
 @pytest.mark.slow
 def test_repeated_sigkill_at_random_times_always_resumes_to_the_same_weights(tmp_path):
     reference = make_trainer(tmp_path / "ref", epochs=3, width=64)
     reference.fit()
     rng = random.Random(7)
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
-    kills = 0
-    for attempt in range(30):
+    folder = tmp_path / "cut" / "checkpoints"
+    kills, seen = 0, -1
+    for attempt in range(40):
         args = [sys.executable, str(TOY_SCRIPT), str(tmp_path / "cut"), "--epochs", "3", "--width", "64",
                 "--resume", "--digest-file", str(tmp_path / "cut.sha")]
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            process.wait(timeout=rng.uniform(2.0, 4.0))  # imports take a while; then a few steps
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            kills += 1
-            continue
-        assert process.returncode == 0, process.stderr.read().decode()
-        break
+        # let it make progress past the last kill (a new checkpoint), then kill it at a random moment:
+        # inside a step, between steps or in the middle of writing the next checkpoint
+        deadline = time.monotonic() + 300
+        while process.poll() is None and _checkpoint_step(folder) <= seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if process.poll() is None:
+            time.sleep(rng.uniform(0.0, 0.4))
+        if process.poll() is not None:
+            assert process.returncode == 0, process.stderr.read().decode()
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        seen = _checkpoint_step(folder)
+        load_generation(folder, "last")  # whatever the moment, `last` verifies
     assert kills >= 3, "the run finished before it was killed often enough to test anything"
     assert (tmp_path / "cut.sha.0").read_text() == weights_digest(reference.model)
 
