@@ -35,7 +35,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
-    """``value`` (from YAML or an override) as type ``tp``; a ConfigError naming ``key`` if it does not fit."""
+    """``value`` (from YAML or an override) as type ``tp``; a ConfigError naming ``key`` if it does not
+    fit."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return value
@@ -114,8 +115,8 @@ def from_dict(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
     for name, value in values.items():
         key = f"{where}.{name}" if where else str(name)
         if name not in known:
-            raise ConfigError(f"config: unknown key {key!r}; known keys{' of ' + repr(where) if where else ''}: "
-                              f"{sorted(known)}")
+            scope = f" of {where!r}" if where else ""
+            raise ConfigError(f"config: unknown key {key!r}; known keys{scope}: {sorted(known)}")
         kwargs[name] = _convert(value, known[name], key)
     try:
         return cls(**kwargs)
@@ -176,13 +177,15 @@ def override_mapping(cls: type, data: Mapping, overrides: Iterable[str]) -> dict
         for depth, part in enumerate(parts):
             known = _fields(node_cls)
             if part not in known:
-                raise ConfigError(f"config: unknown key {('.'.join(parts[:depth + 1]))!r} in override {item!r}; "
-                                  f"known keys{' of ' + repr(where) if where else ''}: {sorted(known)}")
+                scope = f" of {where!r}" if where else ""
+                raise ConfigError(f"config: unknown key {'.'.join(parts[:depth + 1])!r} in override "
+                                  f"{item!r}; known keys{scope}: {sorted(known)}")
             tp = known[part]
             where = ".".join(parts[:depth + 1])
             if depth == len(parts) - 1:
                 if dataclasses.is_dataclass(tp):
-                    raise ConfigError(f"config: {where} is a section; set one of its keys ({where}.<key>=...)")
+                    raise ConfigError(f"config: {where} is a section; set one of its keys "
+                                      f"({where}.<key>=...)")
                 node[part] = to_dict(_parse_override_value(raw, tp, where))
             else:
                 if not dataclasses.is_dataclass(tp):
@@ -238,8 +241,8 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: train.{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 < self.lr_factor <= 1:
-            raise ConfigError(f"config: train.lr must be > 0, train.weight_decay >= 0 and train.lr_factor in (0, 1], "
-                              f"got {self.lr}, {self.weight_decay}, {self.lr_factor}")
+            raise ConfigError(f"config: train.lr must be > 0, train.weight_decay >= 0 and train.lr_factor "
+                              f"in (0, 1], got {self.lr}, {self.weight_decay}, {self.lr_factor}")
         if list(self.milestones) != sorted(self.milestones):
             raise ConfigError(f"config: train.milestones must be increasing, got {list(self.milestones)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
@@ -279,7 +282,8 @@ def read_yaml(source: str | Path) -> dict:
         if not shipped.is_file():
             names = sorted(p.name[:-5] for p in (resources.files("jmipose") / "configs").iterdir()
                            if p.name.endswith(".yaml"))
-            raise ConfigError(f"config: no file {source!r} and no shipped config of that name (shipped: {names})")
+            raise ConfigError(f"config: no file {source!r} and no shipped config of that name "
+                              f"(shipped: {names})")
         text, where = shipped.read_text(encoding="utf-8"), f"jmipose/configs/{source}.yaml"
     else:
         if not path.is_file():

@@ -52,7 +52,9 @@ def argmax_coords(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def gaussian_kernel_1d(size: int, dtype=torch.float64) -> torch.Tensor:
-    """OpenCV's ``getGaussianKernel(size, 0)`` for odd size >= 9 (sigma = 0.3 * ((size - 1) / 2 - 1) + 0.8)."""
+    """OpenCV's ``getGaussianKernel(size, 0)`` for an odd size >= 9.
+
+    sigma = 0.3 ((size - 1) / 2 - 1) + 0.8 (11 -> 2.0)."""
     sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
@@ -183,7 +185,8 @@ def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, thresh
         best = order[0]
         keep.append(int(best))
         rest = order[1:]
-        similarity = oks_iou(keypoints[best], keypoints[rest], float(areas[best]), np.asarray(areas)[rest], sigmas)
+        areas = np.asarray(areas, dtype=np.float64)
+        similarity = oks_iou(keypoints[best], keypoints[rest], float(areas[best]), areas[rest], sigmas)
         order = rest[similarity <= threshold]
     return keep
 

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,8 @@ def _data_config(root: Path, plan: DemoPlan, seed: int):
                       augment=AugmentConfig(rotation_factor=20.0, rotation_max=40.0), seed=seed)
 
 
-def _run_config(name: str, out: Path, plan: DemoPlan, data, model: dict, train: TrainConfig, seed: int) -> Config:
+def _run_config(name: str, out: Path, plan: DemoPlan, data, model: dict, train: TrainConfig,
+                seed: int) -> Config:
     from jmipose.models import ModelConfig
 
     return Config(name=name, output_dir=str(out / name), seed=seed, model=ModelConfig(**model), data=data,
@@ -82,8 +84,8 @@ def _train_stage(config: Config, model, train_set):
     """Train one stage from scratch into ``config.output_dir``; returns the TrainResult."""
     from jmipose.engine.train import Trainer
 
-    trainer = Trainer(model, train_set, config.train, config.output_dir, run_config=to_dict(config), seed=config.seed,
-                      plot=False)
+    trainer = Trainer(model, train_set, config.train, config.output_dir, run_config=to_dict(config),
+                      seed=config.seed, plot=False)
     return trainer.fit()
 
 
@@ -104,8 +106,8 @@ def _prepare_data(out: Path, plan: DemoPlan, seed: int):
     from jmipose.data import build_dataset
     from jmipose.data.synthetic import make_synthetic_posetrack
 
-    arguments = dict(n_videos=plan.videos, val_videos=plan.val_videos, frames=plan.frames, size=plan.video_size,
-                     seed=seed, people=plan.people, hard_fraction=plan.hard_fraction)
+    arguments = dict(n_videos=plan.videos, val_videos=plan.val_videos, frames=plan.frames,
+                     size=plan.video_size, seed=seed, people=plan.people, hard_fraction=plan.hard_fraction)
     try:
         synthetic = make_synthetic_posetrack(out / "data", **arguments)
     except FileExistsError:  # the demo's own data folder, made with other settings
@@ -123,16 +125,16 @@ def _stage_configs(out: Path, plan: DemoPlan, data, seed: int, progress: bool) -
     baseline = _run_config("baseline", out, plan, data, {"variant": "baseline", "backbone": "tiny"},
                            TrainConfig(epochs=plan.baseline_epochs, lr=plan.baseline_lr,
                                        milestones=(int(plan.baseline_epochs * 0.75),), **common), seed)
-    jmpose = _run_config("jmpose", out, plan, data,
-                         {"variant": "jm", "backbone": "tiny", "freeze_backbone": True, "heatmap_residual": True,
-                          **plan.jm_model},
-                         TrainConfig(epochs=plan.jm_epochs, lr=plan.jm_lr, milestones=(int(plan.jm_epochs * 0.75),),
-                                     **common), seed)
+    jm_model = {"variant": "jm", "backbone": "tiny", "freeze_backbone": True, "heatmap_residual": True,
+                **plan.jm_model}
+    jmpose = _run_config("jmpose", out, plan, data, jm_model,
+                         TrainConfig(epochs=plan.jm_epochs, lr=plan.jm_lr,
+                                     milestones=(int(plan.jm_epochs * 0.75),), **common), seed)
     return baseline, jmpose
 
 
-def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: int = 0, progress: bool = True,
-             plan: DemoPlan | None = None) -> dict:
+def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: int = 0,
+             progress: bool = True, plan: DemoPlan | None = None) -> dict:
     """The whole demo; returns the ``results.json`` content."""
     from jmipose.data.synthetic import hard_image_ids
     from jmipose.engine.demo_report import plot_stage_curves, write_prediction_video
@@ -146,28 +148,38 @@ def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: 
     for stale in ("baseline", "jmpose", "eval"):  # a demo run always trains from scratch
         if (out / stale).is_dir():
             shutil.rmtree(out / stale)
+    def say(text: str) -> None:
+        if progress:
+            print(f"[jmipose demo] {text}", file=sys.stderr, flush=True)
+
     timings, tick = {}, time.perf_counter()
+    say(f"1/5 synthetic videos ({plan.videos} train, {plan.val_videos} val, {plan.frames} frames each)")
     synthetic, data, train_set, val_set = _prepare_data(out, plan, seed)
     timings["data"], tick = time.perf_counter() - tick, time.perf_counter()
     baseline_cfg, jm_cfg = _stage_configs(out, plan, data, seed, progress)
 
+    say(f"2/5 stage 1: the single-frame baseline (tiny HRNet), {plan.baseline_epochs} epochs of "
+        f"{len(train_set)} samples")
     seed_everything(mix_seed(seed, 1))
     baseline = build_model(baseline_cfg.model)
     steps = {"baseline": _train_stage(baseline_cfg, baseline, train_set).global_step}
     timings["baseline_training"], tick = time.perf_counter() - tick, time.perf_counter()
 
+    say(f"3/5 stage 2: JM-Pose on the frozen baseline backbone, {plan.jm_epochs} epochs")
     seed_everything(mix_seed(seed, 2))
     jmpose = build_model(jm_cfg.model)
     jmpose.backbone.load_state_dict(baseline.backbone.state_dict())
     steps["jmpose"] = _train_stage(jm_cfg, jmpose, train_set).global_step
     timings["jmpose_training"], tick = time.perf_counter() - tick, time.perf_counter()
 
+    say("4/5 PoseTrack AP of both models on the validation videos (all, hard and easy frames)")
     hard = hard_image_ids(out / "data", "val")
     scores = {name: evaluate_model(model, val_set, list(val_set.annotation_files), out / "eval" / name,
                                    config.eval, progress=progress, hard_frames=hard)
               for name, model, config in (("baseline", baseline, baseline_cfg), ("jmpose", jmpose, jm_cfg))}
     timings["evaluation"], tick = time.perf_counter() - tick, time.perf_counter()
 
+    say("5/5 report, training curves and the annotated video")
     plot_stage_curves({"baseline (stage 1)": out / "baseline" / "train_log.csv",
                        "JM-Pose (stage 2)": out / "jmpose" / "train_log.csv"}, out / "curves.png")
     video = write_prediction_video(out / "data", val_set, out / "eval", out / "predictions.mp4",

@@ -58,8 +58,8 @@ def _draw(image: np.ndarray, people: list[dict], colour, scale: float, min_score
         shown = scores > 0.2
         for a, b in SKELETON:
             if shown[a] and shown[b]:
-                cv2.line(image, tuple(np.round(kp[a]).astype(int)), tuple(np.round(kp[b]).astype(int)), colour, 2,
-                         cv2.LINE_AA)
+                start, end = tuple(np.round(kp[a]).astype(int)), tuple(np.round(kp[b]).astype(int))
+                cv2.line(image, start, end, colour, 2, cv2.LINE_AA)
         for (x, y), visible in zip(kp, shown):
             if visible:
                 cv2.circle(image, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1, cv2.LINE_AA)
@@ -72,7 +72,8 @@ def write_prediction_video(data_root: Path, val_set, eval_root: Path, out: Path,
     degradations = json.loads((data_root / "annotations" / "val_degradations.json").read_text())["images"]
     by_sequence: dict[str, list[tuple[int, int, bool]]] = {}
     for image_id, info in degradations.items():
-        by_sequence.setdefault(info["sequence"], []).append((info["frame_index"], int(image_id), info["hard"]))
+        entry = (info["frame_index"], int(image_id), info["hard"])
+        by_sequence.setdefault(info["sequence"], []).append(entry)
     sequence = max(sorted(by_sequence), key=lambda s: sum(h for _, _, h in by_sequence[s]))
     frames = sorted(by_sequence[sequence])[: max(1, int(seconds * fps))]
     predictions = {}
@@ -93,8 +94,8 @@ def write_prediction_video(data_root: Path, val_set, eval_root: Path, out: Path,
             for name, label in (("baseline", "baseline"), ("jmpose", "JM-Pose")):
                 panel = image.copy()
                 _draw(panel, predictions[name].get(image_id, []), _COLOURS[name], scale)
-                cv2.putText(panel, label + ("  [hard frame]" if hard else ""), (8, 22), cv2.FONT_HERSHEY_SIMPLEX,
-                            0.6, (255, 255, 255), 2, cv2.LINE_AA)
+                cv2.putText(panel, label + ("  [hard frame]" if hard else ""), (8, 22),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
                 if hard:
                     cv2.rectangle(panel, (0, 0), (panel.shape[1] - 1, panel.shape[0] - 1), (0, 0, 255), 4)
                 panels.append(panel)
@@ -131,13 +132,16 @@ def write_report(results: dict, details: dict) -> str:
         f"PoseTrack AP (poseval's algorithm, PCKh@0.5), percent.",
         "",
         f"## All validation frames (JM-Pose {gain:+.1f} AP Total)",
-        header, _row("baseline (tiny HRNet)", results["baseline"]), _row("JM-Pose (frozen backbone)", results["jmpose"]),
+        header, _row("baseline (tiny HRNet)", results["baseline"]),
+        _row("JM-Pose (frozen backbone)", results["jmpose"]),
         "",
         f"## Hard frames: blur, defocus, occlusion (JM-Pose {hard_gain:+.1f} AP Total)",
-        header, _row("baseline", results["hard_frames"]["baseline"]), _row("JM-Pose", results["hard_frames"]["jmpose"]),
+        header, _row("baseline", results["hard_frames"]["baseline"]),
+        _row("JM-Pose", results["hard_frames"]["jmpose"]),
         "",
         "## Easy frames",
-        header, _row("baseline", details["easy_frames"]["baseline"]), _row("JM-Pose", details["easy_frames"]["jmpose"]),
+        header, _row("baseline", details["easy_frames"]["baseline"]),
+        _row("JM-Pose", details["easy_frames"]["jmpose"]),
         "",
         "Stage 1 trains the tiny HRNet alone on the key frame; stage 2 freezes it and trains the JM-Pose "
         "head (5-frame windows, joint-region gather and joint-motion attention) on top, so the gain is "
@@ -148,7 +152,8 @@ def write_report(results: dict, details: dict) -> str:
         "",
         "Files: `results.json`, `details.json`, `curves.png` (training loss of both stages), "
         "`predictions.mp4` (baseline | JM-Pose on the validation video with the most hard frames), "
-        "`eval/<model>/predictions/` (PoseTrack18 prediction files), `baseline/`, `jmpose/` (checkpoints, logs).",
+        "`eval/<model>/predictions/` (PoseTrack18 prediction files), `baseline/`, `jmpose/` "
+        "(checkpoints, logs).",
         "",
     ]
     return "\n".join(lines)

@@ -86,7 +86,8 @@ class EpochSampler(torch.utils.data.Sampler):
     (a run resumed inside an epoch). The dataset seeds its augmentation from the pair.
     """
 
-    def __init__(self, num_samples: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    def __init__(self, num_samples: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if not 0 <= rank < world_size:

@@ -89,16 +89,18 @@ def select_people(people: list[PersonPrediction], cfg: EvalConfig) -> list[Perso
     """Rescore every person and keep, per image, those OKS-NMS keeps (all of them without NMS)."""
     by_image: dict[int, list[PersonPrediction]] = defaultdict(list)
     for person in people:
-        person.score = float(rescore(np.array([person.box_score]), person.joint_scores[None], cfg.in_vis_threshold)[0])
+        rescored = rescore(np.array([person.box_score]), person.joint_scores[None], cfg.in_vis_threshold)
+        person.score = float(rescored[0])
         by_image[person.image_id].append(person)
     kept = []
     for image_people in by_image.values():
         if cfg.oks_nms is None or len(image_people) < 2:
             kept.extend(image_people)
             continue
-        keypoints = np.stack([np.concatenate([p.keypoints, p.joint_scores[:, None]], 1) for p in image_people])
-        keep = oks_nms(keypoints, np.array([p.score for p in image_people]), np.array([p.area for p in image_people]),
-                       cfg.oks_nms)
+        keypoints = np.stack([np.concatenate([p.keypoints, p.joint_scores[:, None]], 1)
+                              for p in image_people])
+        scores = np.array([p.score for p in image_people])
+        keep = oks_nms(keypoints, scores, np.array([p.area for p in image_people]), cfg.oks_nms)
         kept.extend(image_people[i] for i in keep)
     return kept
 
@@ -130,8 +132,8 @@ def split_sequences(gt_files: list[Path], folder: Path) -> list[Path]:
     names = [p.name for p in out]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"ground truth: several sequence files are named {duplicates}; poseval needs one file "
-                         f"per sequence with a unique name")
+        raise ValueError(f"ground truth: several sequence files are named {duplicates}; poseval needs one "
+                         f"file per sequence with a unique name")
     return out
 
 
@@ -143,14 +145,16 @@ def _coco_annotation(person: PersonPrediction, index: int) -> dict:
     xs, ys = person.keypoints[:, 0], person.keypoints[:, 1]
     return {"image_id": person.image_id, "track_id": index, "category_id": 1, "keypoints": keypoints,
             "scores": scores, "score": person.score,
-            "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()), float(ys.max() - ys.min())]}
+            "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()),
+                     float(ys.max() - ys.min())]}
 
 
 def _annolist_rect(person: PersonPrediction, index: int) -> dict:
     points = []
     for pose_id, name in enumerate(POSEVAL_JOINTS):
         k = KEYPOINT_NAMES.index(name)
-        points.append({"id": [pose_id], "x": [float(person.keypoints[k, 0])], "y": [float(person.keypoints[k, 1])],
+        x, y = person.keypoints[k]
+        points.append({"id": [pose_id], "x": [float(x)], "y": [float(y)],
                        "score": [float(person.joint_scores[k]) * person.box_score]})
     return {"annopoints": [{"point": points}], "score": [person.score], "track_id": [index]}
 
@@ -192,7 +196,8 @@ def write_predictions(pred_dir: Path, gt_files: list[Path], people: list[PersonP
 def _has_hard_labels(gt_files: list[Path]) -> bool:
     for path in gt_files:
         data = read_json(path)
-        if isinstance(data, dict) and any(isinstance(im, dict) and HARD_KEY in im for im in data.get("images", [])):
+        images = data.get("images", []) if isinstance(data, dict) else []
+        if any(isinstance(image, dict) and HARD_KEY in image for image in images):
             return True
     return False
 
@@ -217,7 +222,8 @@ def score(gt_files: list[Path], pred_dir: Path, per_sequence: bool = False,
 
 def evaluate_model(model: nn.Module, dataset, gt_files: list[str | os.PathLike], out_dir: str | os.PathLike,
                    cfg: EvalConfig | None = None, device: torch.device | str = "cpu", *,
-                   progress: bool = False, per_sequence: bool = False, hard_frames: set | None = None) -> dict:
+                   progress: bool = False, per_sequence: bool = False,
+                   hard_frames: set | None = None) -> dict:
     """Predict, write ``out_dir/predictions/<sequence>.json`` and score them against ``gt_files``
     (also on hard and easy frames when known, see :func:`score`)."""
     cfg = cfg or EvalConfig()
@@ -232,7 +238,7 @@ def evaluate_model(model: nn.Module, dataset, gt_files: list[str | os.PathLike],
 
 
 
-# ----- from a config: jmipose.engine.evaluate.evaluate("posetrack18", checkpoint="runs/x/checkpoints/best") -----
+# ----- from a config: evaluate("posetrack18", checkpoint="runs/posetrack18/checkpoints/best") -----
 
 def evaluate(config, checkpoint: str | os.PathLike | None = None, overrides=(), *, split: str = "val",
              out_dir: str | os.PathLike | None = None, device: str = "auto", progress: bool = True) -> dict:
@@ -260,7 +266,8 @@ def evaluate(config, checkpoint: str | os.PathLike | None = None, overrides=(), 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="a YAML config file or the name of a shipped one")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.flip_test=false")
-    parser.add_argument("--checkpoint", default=None, help="a checkpoint (<name> of <name>.json + .safetensors)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a checkpoint (<name> of <name>.json + .safetensors)")
     parser.add_argument("--split", default="val", choices=("train", "val", "test"))
     parser.add_argument("--out", default=None, help="output folder (default: <output_dir>/eval_<split>)")
     parser.add_argument("--device", default="auto")

@@ -200,7 +200,8 @@ def load_generation(folder: Path, pointer: str = "last"):
         raise CheckpointError(f"checkpoint: {path} has {len(blob)} bytes, the record says {info['size']} "
                               f"(truncated or replaced)")
     if _sha256(blob) != info["sha256"]:
-        raise CheckpointError(f"checkpoint: sha256 of {path} does not match its record (corrupted or replaced)")
+        raise CheckpointError(f"checkpoint: sha256 of {path} does not match its record "
+                              f"(corrupted or replaced)")
     try:
         tensors = load(blob)
     except Exception as error:  # noqa: BLE001 - safetensors raises its own error types

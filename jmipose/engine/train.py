@@ -32,12 +32,13 @@ from torch import Tensor, nn
 
 from jmipose.config import TrainConfig
 from jmipose.engine.distributed import (
-    DistInfo, EpochSampler, SeededSamples, accepts_epoch_index, barrier, mix_seed, pick_device, seed_everything,
+    DistInfo, EpochSampler, SeededSamples, accepts_epoch_index, barrier, mix_seed, pick_device,
+    seed_everything,
 )
 from jmipose.engine.runlog import TRAIN_FIELDS, VAL_FIELDS, CsvLog, TensorBoard, plot_curves
 from jmipose.engine.state import (
-    capture_rng, flatten_optimizer, has_checkpoint, load_generation, restore_rng, save_generation, state_from_json,
-    state_to_json, unflatten_optimizer,
+    capture_rng, flatten_optimizer, has_checkpoint, load_generation, restore_rng, save_generation,
+    state_from_json, state_to_json, unflatten_optimizer,
 )
 from jmipose.fileio import atomic_write_json
 
@@ -123,8 +124,9 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, train_set, cfg: TrainConfig, output_dir: str | os.PathLike, *,
-                 run_config: dict | None = None, validate: ValidateFn | None = None, loss_fn: LossFn | None = None,
-                 seed: int = 0, collate_fn=None, dist_info: DistInfo | None = None, plot: bool = True):
+                 run_config: dict | None = None, validate: ValidateFn | None = None,
+                 loss_fn: LossFn | None = None, seed: int = 0, collate_fn=None,
+                 dist_info: DistInfo | None = None, plot: bool = True):
         self.model, self.train_set, self.cfg = model, train_set, cfg
         self.output_dir = Path(output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
@@ -160,7 +162,9 @@ class Trainer:
             self.train_model = DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=True)
-        dataset = self.train_set if accepts_epoch_index(self.train_set) else SeededSamples(self.train_set, self.seed)
+        dataset = self.train_set
+        if not accepts_epoch_index(dataset):
+            dataset = SeededSamples(dataset, self.seed)
         self.sampler = EpochSampler(len(self.train_set), seed=self.seed, rank=self.dist.rank,
                                     world_size=self.dist.world_size)
         self.loader = torch.utils.data.DataLoader(
@@ -207,8 +211,8 @@ class Trainer:
             if training.get(name) != now:
                 log.warning("resuming with %s=%s, the checkpoint was written with %s: the run continues but "
                             "will not reproduce an uninterrupted one", name, now, training.get(name))
-        load_state_dict_strict(self.model, {k: v.to(self.dist.device) for k, v in checkpoint.state_dict.items()},
-                               what="checkpoint weights")
+        weights = {k: v.to(self.dist.device) for k, v in checkpoint.state_dict.items()}
+        load_state_dict_strict(self.model, weights, what="checkpoint weights")
         self.optimizer.load_state_dict(unflatten_optimizer(tensors, training["optimizer"]))
         self.scheduler.load_state_dict(state_from_json(training["scheduler"]))
         if training.get("scaler") and self.scaler.is_enabled():
@@ -227,16 +231,16 @@ class Trainer:
         self._build()
         if has_checkpoint(self.ckpt_dir):
             if not resume:
-                raise FileExistsError(f"{self.ckpt_dir} already holds a checkpoint; pass resume=True (--resume) "
-                                      f"to continue it, or choose another output_dir")
+                raise FileExistsError(f"{self.ckpt_dir} already holds a checkpoint; pass resume=True "
+                                      f"(--resume) to continue it, or choose another output_dir")
             self.restore()
         elif resume:
             log.info("no checkpoint in %s yet: starting from scratch", self.ckpt_dir)
-        resume_step = self.position.global_step if resume else None
+        keep_until = self.position.global_step if resume else -1  # log rows a resumed run keeps
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            self.train_log = CsvLog(self.output_dir / "train_log.csv", TRAIN_FIELDS, resume_step if resume else -1)
-            self.val_log = CsvLog(self.output_dir / "val_log.csv", VAL_FIELDS, resume_step if resume else -1)
+            self.train_log = CsvLog(self.output_dir / "train_log.csv", TRAIN_FIELDS, keep_until)
+            self.val_log = CsvLog(self.output_dir / "val_log.csv", VAL_FIELDS, keep_until)
             self.tensorboard = TensorBoard(self.output_dir / "tensorboard")
         stopped = False
         try:
@@ -255,8 +259,9 @@ class Trainer:
                              self.best_epoch, self.history, time.perf_counter() - started, curves)
         if self.dist.is_main:
             atomic_write_json(self.output_dir / "summary.json", {
-                "epochs_done": result.epochs_done, "global_step": result.global_step, "best_ap": result.best_ap,
-                "best_epoch": result.best_epoch, "history": result.history, "seconds": result.seconds})
+                "epochs_done": result.epochs_done, "global_step": result.global_step,
+                "best_ap": result.best_ap, "best_epoch": result.best_epoch, "history": result.history,
+                "seconds": result.seconds})
         return result
 
     def _run_epoch(self) -> bool:
@@ -317,8 +322,9 @@ class Trainer:
             output = self.train_model(batch["frames"])
             loss, parts = self.loss_fn(output, batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss is {loss.item()} at epoch {self.position.epoch + 1}, step "
-                                     f"{self.position.global_step + 1}; lower train.lr or set train.grad_clip")
+            raise FloatingPointError(f"the loss is {loss.item()} at epoch {self.position.epoch + 1}, "
+                                     f"step {self.position.global_step + 1}; lower train.lr or set "
+                                     f"train.grad_clip")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip is not None:
@@ -332,10 +338,10 @@ class Trainer:
         if not self.dist.is_main or not window["steps"]:
             return
         steps, elapsed = window["steps"], time.perf_counter() - window["time"]
-        row = {"epoch": self.position.epoch + 1, "step": self.position.global_step, "loss": window["loss"] / steps,
-               "heatmap_loss": window["heatmap_loss"] / steps, "aux_loss": window["aux_loss"] / steps,
-               "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": window["samples"] / max(elapsed, 1e-9),
-               "seconds": elapsed}
+        row = {"epoch": self.position.epoch + 1, "step": self.position.global_step,
+               "loss": window["loss"] / steps, "heatmap_loss": window["heatmap_loss"] / steps,
+               "aux_loss": window["aux_loss"] / steps, "lr": self.optimizer.param_groups[0]["lr"],
+               "samples_per_s": window["samples"] / max(elapsed, 1e-9), "seconds": elapsed}
         self.train_log.write(row)
         self.tensorboard.scalars("train", row, self.position.global_step)
         window.update(loss=0.0, heatmap_loss=0.0, aux_loss=0.0, steps=0, samples=0, time=time.perf_counter())
@@ -360,7 +366,8 @@ class Trainer:
         total = result.get("Total")
         row = {"epoch": epochs_done, "step": self.position.global_step,
                **{k: result.get(k) for k in VAL_FIELDS[2:]}}
-        self.history.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+        self.history.append({k: None if isinstance(v, float) and math.isnan(v) else v
+                             for k, v in row.items()})
         self.val_log.write(row)
         self.tensorboard.scalars("val", {k: v for k, v in row.items() if k not in ("epoch", "step")},
                                  self.position.global_step)
@@ -421,10 +428,13 @@ def make_validator(config, device: torch.device, split: str = "val") -> Validate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="a YAML config file or the name of a shipped one (posetrack18, synthetic, ...)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=2e-4 model.backbone=w32")
-    parser.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
-    parser.add_argument("--output-dir", default=None, help="where checkpoints and logs go (default: the config's)")
+    parser.add_argument("config", help="a YAML config file or the name of a shipped one (posetrack18, ...)")
+    parser.add_argument("overrides", nargs="*",
+                        help="dotted overrides, e.g. train.lr=2e-4 model.backbone=w32")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in output_dir from its last checkpoint")
+    parser.add_argument("--output-dir", default=None,
+                        help="where checkpoints and logs go (default: the config's)")
 
 
 def main(args: argparse.Namespace) -> int:

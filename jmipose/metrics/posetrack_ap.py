@@ -209,8 +209,8 @@ def evaluate_frame(gt: Frame, pred: Frame, missing_score: float = MISSING_SCORE
     return assign_frame(gt_people, pred_people, missing_score)
 
 
-def load_and_check(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike, *, require_scores: bool = True
-                   ) -> list[tuple[Sequence, dict[int, Frame]]]:
+def load_and_check(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike, *,
+                   require_scores: bool = True) -> list[tuple[Sequence, dict[int, Frame]]]:
     """Read every GT sequence and its prediction file; raise one error listing every problem."""
     pred_dir = Path(pred_dir)
     if isinstance(gt_dir, (list, tuple)):
@@ -232,9 +232,9 @@ def load_and_check(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike
     for sequence in sequences:
         videos = sorted({os.path.basename(os.path.dirname(f.name)) for f in sequence.frames})
         if len(videos) > 1:  # poseval reads only a file's first video and would drop the others silently
-            gt_problems.append(f"{sequence.path} holds {len(videos)} sequences ({videos[:3]}...); PoseTrack "
-                               f"evaluation needs one file per sequence (jmipose.engine.evaluate.split_sequences "
-                               f"splits a merged file)")
+            gt_problems.append(f"{sequence.path} holds {len(videos)} sequences ({videos[:3]}...); "
+                               f"PoseTrack evaluation needs one file per sequence "
+                               f"(jmipose.engine.evaluate.split_sequences splits a merged file)")
     if gt_problems:
         raise ValueError("malformed ground truth:\n  " + "\n  ".join(gt_problems[:25]))
     problems: list[str] = []
@@ -263,10 +263,10 @@ def posetrack_ap(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike, 
     """PoseTrack multi-person AP (percent) of the predictions in ``pred_dir`` against ``gt_dir``.
 
     Both folders hold one JSON per sequence with the same file names (PoseTrack18/21 COCO-style or
-    PoseTrack17 annolist); ``gt_dir`` may also be a list of ground-truth files. Returns ``{"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle",
-    "Total"}`` plus ``per_joint`` (the 15 joint APs), ``frames`` (frames scored) and, with
-    ``per_sequence``, ``sequences`` (the same dict for each sequence on its own, as poseval's
-    per-sequence output). ``require_scores=False`` accepts predictions without per-joint scores and
+    PoseTrack17 annolist); ``gt_dir`` may also be a list of ground-truth files. Returns ``{"Head",
+    "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total"}`` plus ``per_joint`` (the 15 joint
+    APs), ``frames`` (frames scored) and, with ``per_sequence``, ``sequences`` (the same dict for each
+    sequence on its own, as poseval's per-sequence output). ``require_scores=False`` accepts predictions without per-joint scores and
     gives them poseval's fallback score -9999 (with a warning). ``frame_filter(sequence, image_entry)``
     restricts the evaluation to the frames for which it returns True (e.g. the hard frames).
     Every prediction file is checked before anything is computed (:class:`PredictionCheckError`).
