@@ -266,9 +266,10 @@ def posetrack_ap(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike, 
     PoseTrack17 annolist); ``gt_dir`` may also be a list of ground-truth files. Returns ``{"Head",
     "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total"}`` plus ``per_joint`` (the 15 joint
     APs), ``frames`` (frames scored) and, with ``per_sequence``, ``sequences`` (the same dict for each
-    sequence on its own, as poseval's per-sequence output). ``require_scores=False`` accepts predictions without per-joint scores and
-    gives them poseval's fallback score -9999 (with a warning). ``frame_filter(sequence, image_entry)``
-    restricts the evaluation to the frames for which it returns True (e.g. the hard frames).
+    sequence on its own, as poseval's per-sequence output). ``require_scores=False`` accepts
+    predictions without per-joint scores and gives them poseval's fallback score -9999 (with a
+    warning). ``frame_filter(sequence, image_entry)`` restricts the evaluation to the frames for which
+    it returns True (e.g. the hard frames).
     Every prediction file is checked before anything is computed (:class:`PredictionCheckError`).
     """
     pairs = load_and_check(gt_dir, pred_dir, require_scores=require_scores)
