@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from jmipose.config import Config, ConfigError, apply_overrides, from_dict, load_config, shipped_configs, to_dict
+from jmipose.config import (Config, ConfigError, apply_overrides, from_dict, load_config, shipped_configs,
+                            to_dict)
 
 
 def test_shipped_configs_load_with_the_official_recipe():

@@ -17,7 +17,8 @@ from jmipose.joints import FLIP_PAIRS, OKS_SIGMAS
 
 
 def gaussian(h, w, x0, y0, sigma=2.0):
-    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                          indexing="ij")
     return torch.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
 
 

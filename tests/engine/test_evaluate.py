@@ -98,7 +98,8 @@ def _person(image_id, x0, score=1.0, box=1.0, name="images/val/seq/000000.jpg"):
 
 
 def test_select_people_rescoring_and_oks_nms():
-    people = [_person(1, 0.0, score=0.9), _person(1, 0.5, score=0.8), _person(1, 400.0, score=0.1), _person(2, 0.0)]
+    people = [_person(1, 0.0, score=0.9), _person(1, 0.5, score=0.8), _person(1, 400.0, score=0.1),
+              _person(2, 0.0)]
     kept = select_people(people, EvalConfig(oks_nms=0.9, in_vis_threshold=0.2))
     # the near duplicate goes; the far person stays, its joints all under 0.2: person score 0
     assert [(p.image_id, p.keypoints[0, 0]) for p in kept] == [(1, 0.0), (1, 400.0), (2, 0.0)]
@@ -109,7 +110,8 @@ def test_select_people_rescoring_and_oks_nms():
 def test_split_merged_ground_truth_and_write_both_layouts(shared_data, tmp_path):
     merged = shared_data / "posetrack18" / "annotations" / "test_posetrack18_val.json"
     files = split_sequences([merged], tmp_path / "gt")
-    assert sorted(p.name for p in files) == ["003418_mpii_test.json", "009473_mpii_test.json", "012834_mpii_test.json"]
+    assert sorted(p.name for p in files) == ["003418_mpii_test.json", "009473_mpii_test.json",
+                                             "012834_mpii_test.json"]
     # GT as predictions, through the writer: AP 100
     people = []
     for path in files:
@@ -118,7 +120,8 @@ def test_split_merged_ground_truth_and_write_both_layouts(shared_data, tmp_path)
             kp = np.array(a["keypoints"], float).reshape(17, 3)
             name = next(im["file_name"] for im in data["images"] if im["id"] == a["image_id"])
             # unlabelled joints are predicted too (every prediction has 17 joints), with score 0
-            people.append(PersonPrediction(a["image_id"], name, kp[:, :2], (kp[:, 2] > 0).astype(float), 1.0, 1e4))
+            scores = (kp[:, 2] > 0).astype(float)
+            people.append(PersonPrediction(a["image_id"], name, kp[:, :2], scores, 1.0, 1e4))
     write_predictions(tmp_path / "pred", files, people)
     assert posetrack_ap(files, tmp_path / "pred")["Total"] == 100.0
     # PoseTrack17 annolist ground truth gets annolist predictions, frame by frame
@@ -138,7 +141,8 @@ def test_hard_and_easy_frames_are_scored_apart(tmp_path):
     images = [{"id": 1, "file_name": "images/s/000000.jpg", "hard": True},
               {"id": 2, "file_name": "images/s/000001.jpg", "hard": False}]
     keypoints = [v for k in range(17) for v in (100.0 + 5 * k, 100.0 + 20 * k, 1)]
-    anns = [{"image_id": i, "track_id": 0, "keypoints": keypoints, "bbox_head": [90, 60, 30, 40]} for i in (1, 2)]
+    anns = [{"image_id": i, "track_id": 0, "keypoints": keypoints, "bbox_head": [90, 60, 30, 40]}
+            for i in (1, 2)]
     (tmp_path / "gt").mkdir()
     (tmp_path / "gt" / "s.json").write_text(json.dumps({"images": images, "annotations": anns}))
     good = PersonPrediction(2, "", np.array(keypoints).reshape(17, 3)[:, :2], np.ones(17), 1.0, 1e4, 1.0)

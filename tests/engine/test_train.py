@@ -26,7 +26,8 @@ TOY_SCRIPT = Path(__file__).with_name("toy.py")
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def _run_toy(out: Path, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def _run_toy(out: Path, *args: str, env: dict | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, str(TOY_SCRIPT), str(out), *args], env=environment,
                           capture_output=True, text=True, timeout=timeout)
@@ -58,7 +59,8 @@ def test_toy_training_writes_logs_checkpoints_and_curves(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "run" / "train_log.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, 11))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
-    assert {float(r["lr"]) for r in rows[:5]} == {1e-2} and {float(r["lr"]) for r in rows[5:]} == {1e-3}  # milestone 1
+    # the lr drops x0.1 after the milestone (epoch 1)
+    assert {float(r["lr"]) for r in rows[:5]} == {1e-2} and {float(r["lr"]) for r in rows[5:]} == {1e-3}
     assert len(result.history) == 2 and result.best_epoch in (1, 2)
     assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -66,7 +68,8 @@ def test_toy_training_writes_logs_checkpoints_and_curves(tmp_path):
     _, training, tensors = load_generation(tmp_path / "run" / "checkpoints", "best")
     assert training["best_epoch"] == result.best_epoch and "rng.torch" in tensors
     # the checkpoint folder holds only what last and best point to
-    names = {p.name.split(".")[0] for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith("ckpt-")}
+    folder = tmp_path / "run" / "checkpoints"
+    names = {p.name.split(".")[0] for p in folder.iterdir() if p.name.startswith("ckpt-")}
     assert 1 <= len(names) <= 2
 
 
@@ -81,7 +84,8 @@ def test_resume_mid_epoch_in_process_is_bit_identical(tmp_path):
     reference.fit()
     interrupted = make_trainer(tmp_path / "cut", max_steps=7)  # stops inside epoch 2 (steps 6-10)
     assert interrupted.fit().global_step == 7
-    resumed = make_trainer(tmp_path / "cut", model_seed=123)  # other initial weights: all must come from the checkpoint
+    # other initial weights: everything must come from the checkpoint
+    resumed = make_trainer(tmp_path / "cut", model_seed=123)
     result = resumed.fit(resume=True)
     assert result.global_step == 10
     assert weights_digest(resumed.model) == weights_digest(reference.model)
@@ -237,7 +241,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     environment = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(29500 + os.getpid() % 1000), str(TOY_SCRIPT), str(tmp_path / "ddp"),
+                           "--master_port", str(29500 + os.getpid() % 1000), str(TOY_SCRIPT),
+                           str(tmp_path / "ddp"),
                            "--epochs", "1", "--digest-file", str(tmp_path / "ddp.sha")],
                           env=environment, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -67,7 +67,8 @@ class ToySet(torch.utils.data.Dataset):
         epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         base = np.random.default_rng(index)
         frames = base.normal(0, 1, (FRAMES, 3, SIZE, SIZE)).astype(np.float32)
-        frames += np.random.default_rng(mix_seed(self.seed, epoch, index)).normal(0, 0.1, frames.shape).astype(np.float32)
+        augment = np.random.default_rng(mix_seed(self.seed, epoch, index))
+        frames += augment.normal(0, 0.1, frames.shape).astype(np.float32)
         heatmaps = np.zeros((JOINTS, SIZE, SIZE), np.float32)
         for j in range(JOINTS):
             heatmaps[j, (index + 3 * j) % SIZE, (2 * index + j) % SIZE] = 1.0
@@ -81,8 +82,8 @@ def toy_loss(output, batch):
 
 
 def toy_config(**overrides) -> TrainConfig:
-    values = dict(epochs=2, batch_size=4, lr=1e-2, milestones=(1,), num_workers=0, progress=False, log_every=1,
-                  checkpoint_every=1, val_every=1)
+    values = dict(epochs=2, batch_size=4, lr=1e-2, milestones=(1,), num_workers=0, progress=False,
+                  log_every=1, checkpoint_every=1, val_every=1)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -94,11 +95,12 @@ def toy_validate(model, epochs_done):
             "Ankle": total, "Total": total}
 
 
-def make_trainer(out, *, seed: int = 0, model_seed: int = 0, width: int = 8, plot: bool = False, samples: int = 20,
-                 dist_info=None, **cfg) -> Trainer:
+def make_trainer(out, *, seed: int = 0, model_seed: int = 0, width: int = 8, plot: bool = False,
+                 samples: int = 20, dist_info=None, **cfg) -> Trainer:
     torch.manual_seed(model_seed)
-    return Trainer(ToyPose(width), ToySet(samples), toy_config(**cfg), out, run_config={"model": {"toy": width}},
-                   validate=toy_validate, loss_fn=toy_loss, seed=seed, plot=plot, dist_info=dist_info)
+    return Trainer(ToyPose(width), ToySet(samples), toy_config(**cfg), out,
+                   run_config={"model": {"toy": width}}, validate=toy_validate, loss_fn=toy_loss, seed=seed,
+                   plot=plot, dist_info=dist_info)
 
 
 def weights_digest(model: nn.Module) -> str:

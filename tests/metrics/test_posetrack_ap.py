@@ -31,7 +31,8 @@ SCORED = [k for k in range(17) if k not in (3, 4)]  # ears are not scored
 def pose(dx=0.0, dy=0.0, moved=None):
     """17 (x, y) points: the template shifted by (dx, dy); ``moved`` {k: (ddx, ddy)} extra shifts."""
     moved = moved or {}
-    return [(x + dx + moved.get(k, (0, 0))[0], y + dy + moved.get(k, (0, 0))[1]) for k, (x, y) in enumerate(TEMPLATE)]
+    return [(x + dx + moved.get(k, (0, 0))[0], y + dy + moved.get(k, (0, 0))[1])
+            for k, (x, y) in enumerate(TEMPLATE)]
 
 
 def ann(points, image_id, track_id=0, scores=None, head=None, drop=()):
@@ -129,7 +130,8 @@ def test_ignore_region_removes_gt_and_prediction_points(tmp_path):
 
 def test_points_on_the_region_boundary_are_kept(tmp_path):
     nose = TEMPLATE[0]
-    square = [(nose[0], nose[1] - 5), (nose[0] + 5, nose[1] - 5), (nose[0] + 5, nose[1] + 5), (nose[0], nose[1] + 5)]
+    x, y = nose
+    square = [(x, y - 5), (x + 5, y - 5), (x + 5, y + 5), (x, y + 5)]  # the nose on its left edge
     gt = [ann(pose(), 1, head=HEAD)]
     r = run(tmp_path, [image(1, ignore=[square])], gt, [image(1)], [ann(pose(), 1, scores=1.0)])
     assert r["per_joint"]["nose"] == 100.0
@@ -191,7 +193,8 @@ def test_annolist_layout_gives_the_same_numbers(tmp_path):
 
 
 # PoseTrack17 ids of the 15 scored joints, keyed by PoseTrack18 keypoint index.
-_PT17_IDS = {16: 0, 14: 1, 12: 2, 11: 3, 13: 4, 15: 5, 10: 6, 8: 7, 6: 8, 5: 9, 7: 10, 9: 11, 1: 12, 0: 13, 2: 14}
+_PT17_IDS = {16: 0, 14: 1, 12: 2, 11: 3, 13: 4, 15: 5, 10: 6, 8: 7, 6: 8, 5: 9, 7: 10, 9: 11, 1: 12, 0: 13,
+             2: 14}
 
 
 def test_per_sequence_and_frame_filter(tmp_path):
@@ -273,7 +276,8 @@ def test_real_gt_as_predictions_gives_100(shared_data, tmp_path):
     _as_predictions(_real(shared_data), tmp_path / "pr")
     r = posetrack_ap(_real(shared_data), tmp_path / "pr", per_sequence=True)
     assert all(r[c] == 100.0 for c in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total"))
-    assert r["frames"] == 3 and set(r["sequences"]) == {"003418_mpii_test", "009473_mpii_test", "012834_mpii_test"}
+    assert r["frames"] == 3
+    assert set(r["sequences"]) == {"003418_mpii_test", "009473_mpii_test", "012834_mpii_test"}
 
 
 def test_real_perturbed_keypoints(shared_data, tmp_path):
@@ -283,7 +287,8 @@ def test_real_perturbed_keypoints(shared_data, tmp_path):
     def edit(seq, a):
         k = a["keypoints"]
         # right_wrist (10) of 012834 tracks 1 and 5 and left_ankle (15) of 009473 track 0: 200-300 px off
-        for s, track, joint, (dx, dy) in (("012834_mpii_test", 1, 10, (200, 0)), ("012834_mpii_test", 5, 10, (200, 0)),
+        for s, track, joint, (dx, dy) in (("012834_mpii_test", 1, 10, (200, 0)),
+                                         ("012834_mpii_test", 5, 10, (200, 0)),
                                          ("009473_mpii_test", 0, 15, (0, 300))):
             if seq == s and a["track_id"] == track:
                 k[3 * joint] += dx
@@ -313,7 +318,8 @@ def test_real_ignore_region_point(shared_data, tmp_path):
     # In 003418 the GT right knee (1416, 429) lies inside an ignore region (the mask image agrees):
     # a wrong prediction there is dropped with it, so the AP stays 100.
     gt_dir = _real(shared_data)
-    mask = cv2.imread(str(shared_data / "posetrack18/mask/val/003418_mpii_test/000000.jpg"), cv2.IMREAD_GRAYSCALE)
+    mask_file = shared_data / "posetrack18/mask/val/003418_mpii_test/000000.jpg"
+    mask = cv2.imread(str(mask_file), cv2.IMREAD_GRAYSCALE)
     assert mask[429, 1416] > 128
 
     def edit(seq, a):
@@ -349,7 +355,7 @@ def test_points_in_polygon_matches_opencv():
 
 # ----- random frames against a loop-by-loop transcription of the rules -----
 
-_PT18_TO_POSEVAL = {16: 0, 14: 1, 12: 2, 11: 3, 13: 4, 15: 5, 10: 6, 8: 7, 6: 8, 5: 9, 7: 10, 9: 11, 1: 12, 0: 13, 2: 14}
+_PT18_TO_POSEVAL = _PT17_IDS  # PoseTrack17 ids are poseval's joint ids
 
 
 def _reference_ap(frames):
@@ -403,7 +409,8 @@ def _reference_ap(frames):
         mpre, mrec = [0.0] + prec + [0.0], [0.0] + rec + [1.0]
         for i in range(len(mpre) - 2, -1, -1):
             mpre[i] = max(mpre[i], mpre[i + 1])
-        aps.append(100 * sum((mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1]))
+        aps.append(100 * sum((mrec[i] - mrec[i - 1]) * mpre[i] for i in range(1, len(mrec))
+                             if mrec[i] != mrec[i - 1]))
     return aps
 
 
@@ -416,13 +423,15 @@ def test_random_frames_against_loop_reference(tmp_path, seed):
         for g in range(int(rng.integers(1, 4))):
             centre = rng.uniform(100, 900, 2)
             points = {k: tuple(centre + rng.normal(0, 40, 2)) for k in range(17) if rng.random() < 0.8}
-            head = [float(centre[0]), float(centre[1]), float(rng.uniform(10, 40)), float(rng.uniform(10, 40))]
+            head = [float(centre[0]), float(centre[1]), float(rng.uniform(10, 40)),
+                    float(rng.uniform(10, 40))]
             gts.append((points, head))
             gt_anns.append(ann([points.get(k, (0, 0)) for k in range(17)], image_id, g, head=head,
                                drop=[k for k in range(17) if k not in points]))
             for _ in range(int(rng.integers(0, 3))):  # noisy copies: some match, some not
                 noise = rng.uniform(2, 25)
-                pp = {k: tuple(np.array(xy) + rng.normal(0, noise, 2)) for k, xy in points.items() if rng.random() < 0.9}
+                pp = {k: tuple(np.array(xy) + rng.normal(0, noise, 2))
+                      for k, xy in points.items() if rng.random() < 0.9}
                 preds.append((pp, [round(float(s), 1) for s in rng.uniform(0, 1, 17)]))  # rounding makes ties
         for _ in range(int(rng.integers(0, 2))):  # a stray detection
             pp = {k: tuple(rng.uniform(0, 1000, 2)) for k in range(17)}
@@ -436,10 +445,9 @@ def test_random_frames_against_loop_reference(tmp_path, seed):
         gt_images.append(image(image_id))
     r = run(tmp_path, gt_images, gt_anns, gt_images, pr_anns)
     expected = _reference_ap(frames)
-    ours = [r["per_joint"][name] for name in
-            ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
-             "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "head_bottom", "nose",
-             "head_top")]
+    from jmipose.metrics.posetrack_io import POSEVAL_JOINTS
+
+    ours = [r["per_joint"][name] for name in POSEVAL_JOINTS]
     np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
     assert 0 < r["Total"] < 100  # the random cases are neither trivial nor hopeless
 
