@@ -31,6 +31,7 @@ from jmipose.engine.distributed import mix_seed, seed_everything
 from jmipose.fileio import atomic_write_json, atomic_write_text
 
 COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total")
+DETECTIONS = "annotations/val_human_detections.json"  # the synthetic detector's boxes, relative to the data
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def _data_config(root: Path, plan: DemoPlan, seed: int):
     from jmipose.data import AugmentConfig, DataConfig
 
     return DataConfig(root=str(root), version="18", train_annotations="annotations/train",
-                      val_annotations="annotations/val", val_boxes="annotations/val_human_detections.json",
+                      val_annotations="annotations/val", val_boxes=None,
                       image_size=plan.input_size, sigma=plan.sigma, frame_cache_size=100_000,
                       augment=AugmentConfig(rotation_factor=20.0, rotation_max=40.0), seed=seed)
 
@@ -113,7 +114,9 @@ def _prepare_data(out: Path, plan: DemoPlan, seed: int):
     except FileExistsError:  # the demo's own data folder, made with other settings
         synthetic = make_synthetic_posetrack(out / "data", **arguments, overwrite=True)
     data = _data_config(out / "data", plan, seed)
-    return synthetic, data, build_dataset(data, "train"), build_dataset(data, "val")
+    detected = dataclasses.replace(data, val_boxes=DETECTIONS)
+    return (synthetic, data, build_dataset(data, "train"), build_dataset(data, "val"),
+            build_dataset(detected, "val"))
 
 
 def _stage_configs(out: Path, plan: DemoPlan, data, seed: int, progress: bool) -> tuple[Config, Config]:
@@ -145,7 +148,7 @@ def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: 
     plan = plan or PLANS["quick" if quick else "default"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("baseline", "jmpose", "eval"):  # a demo run always trains from scratch
+    for stale in ("baseline", "jmpose", "eval", "eval_detector_boxes"):  # a demo run always starts afresh
         if (out / stale).is_dir():
             shutil.rmtree(out / stale)
     def say(text: str) -> None:
@@ -154,7 +157,7 @@ def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: 
 
     timings, tick = {}, time.perf_counter()
     say(f"1/5 synthetic videos ({plan.videos} train, {plan.val_videos} val, {plan.frames} frames each)")
-    synthetic, data, train_set, val_set = _prepare_data(out, plan, seed)
+    synthetic, data, train_set, val_set, val_detected = _prepare_data(out, plan, seed)
     timings["data"], tick = time.perf_counter() - tick, time.perf_counter()
     baseline_cfg, jm_cfg = _stage_configs(out, plan, data, seed, progress)
 
@@ -174,9 +177,13 @@ def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: 
 
     say("4/5 PoseTrack AP of both models on the validation videos (all, hard and easy frames)")
     hard = hard_image_ids(out / "data", "val")
-    scores = {name: evaluate_model(model, val_set, list(val_set.annotation_files), out / "eval" / name,
-                                   config.eval, progress=progress, hard_frames=hard)
-              for name, model, config in (("baseline", baseline, baseline_cfg), ("jmpose", jmpose, jm_cfg))}
+    gt_files = list(val_set.annotation_files)
+    models = (("baseline", baseline, baseline_cfg), ("jmpose", jmpose, jm_cfg))
+    scores = {name: evaluate_model(model, val_set, gt_files, out / "eval" / name, config.eval,
+                                   progress=progress, hard_frames=hard) for name, model, config in models}
+    detected = {name: evaluate_model(model, val_detected, gt_files, out / "eval_detector_boxes" / name,
+                                     config.eval, progress=progress, hard_frames=hard)
+                for name, model, config in models}
     timings["evaluation"], tick = time.perf_counter() - tick, time.perf_counter()
 
     say("5/5 report, training curves and the annotated video")
@@ -188,6 +195,8 @@ def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: 
     details = {
         "seed": seed, "plan": dataclasses.asdict(plan), "timings": timings, "steps": steps,
         "easy_frames": {name: _ap(scores[name]["easy"]) for name in scores},
+        "detector_boxes": {part: {name: _ap(detected[name][part]) for name in detected}
+                           for part in ("all", "hard", "easy")},
         "frames": {part: scores["jmpose"][part]["frames"] for part in ("all", "hard", "easy")},
         "data": {name: {"frames": s.frames, "labelled": s.labelled_frames, "hard": s.hard_frames}
                  for name, s in synthetic.splits.items()},
