@@ -15,6 +15,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("jmipose.info", "show versions, live backends and build flags"),
     "demo": ("jmipose.engine.demo", "the main job: synthetic videos, baseline vs JM-Pose, AP report"),
+    "train": ("jmipose.engine.train", "train a model from a YAML config (resumable, DDP via torchrun)"),
+    "eval": ("jmipose.engine.evaluate", "evaluate a checkpoint: predictions JSON + PoseTrack AP"),
+    "eval-ap": ("jmipose.metrics.posetrack_ap", "PoseTrack per-joint AP of prediction files (as poseval)"),
 }
 
 

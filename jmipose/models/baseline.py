@@ -25,6 +25,24 @@ class SingleFramePose(nn.Module):
         if self.config.freeze_backbone:
             backbone.freeze()
 
+    @property
+    def feature_stages(self) -> list[int]:
+        """No stage features: the head reads the key frame's heatmaps only."""
+        return []
+
+    def backbone_features(self, frames: Tensor) -> tuple[Tensor, list[Tensor | None]]:
+        """frames [N, 3, H, W] -> heatmaps [N, K, h, w] and no stage features (four Nones), the same
+        split as ``JointMotionPose.backbone_features``."""
+        return self.backbone(frames), [None] * 4
+
+    def forward_head(self, heatmaps: Tensor, stage_features: list[Tensor | None]) -> PoseOutput:
+        """heatmaps [B, T, K, h, w] of windows -> the key frame's heatmaps as ``PoseOutput``."""
+        if heatmaps.dim() != 5 or heatmaps.shape[1] != self.config.num_frames:
+            raise ValueError(f"SingleFramePose.forward_head: heatmaps must be "
+                             f"[B, T={self.config.num_frames}, K, h, w], got shape {tuple(heatmaps.shape)}")
+        key = heatmaps[:, self.config.key_index]
+        return PoseOutput(key, key, key.new_zeros((), dtype=torch.float32))
+
     def forward(self, frames: Tensor) -> PoseOutput:
         check_frames(frames, self.config.num_frames, "SingleFramePose")
         heatmaps = self.backbone(frames[:, self.config.key_index])

@@ -3,7 +3,9 @@ estimation, as one module tree configured by ``ModelConfig`` (``variant: jmi | j
 
 Input: frames [B, T, 3, H, W] in time order, the key frame at ``key_index``.  The HRNet backbone runs
 once on all B*T frames and gives initial heatmaps H and the highest-resolution feature F^s after
-each stage s (all at h, w = H/4, W/4).  Then, per branch:
+each stage s (all at h, w = H/4, W/4).  ``forward`` is ``backbone_features`` (per crop) followed by
+``forward_head`` (per window), two public halves so that video inference can compute a frame's
+backbone output once and reuse it in the five windows that hold it.  Then, per branch:
 
 1. Feature-difference layer: the differences of neighbouring frames' features F^s_{k+1} - F^s_k,
    concatenated, then a conv block to C channels gives the motion features M^s.  With
@@ -246,20 +248,40 @@ class JointMotionPose(nn.Module):
         if config.freeze_backbone:
             backbone.freeze()
 
-    def forward(self, frames: Tensor) -> PoseOutput:
-        config = self.config
-        check_frames(frames, config.num_frames, "JointMotionPose")
-        batch, num_frames = frames.shape[:2]
+    @property
+    def feature_stages(self) -> list[int]:
+        """The backbone stages (1..4) whose features the head reads."""
+        return sorted({stage for stages in self.branch_stages for stage in stages})
+
+    def backbone_features(self, frames: Tensor) -> tuple[Tensor, list[Tensor | None]]:
+        """The per-frame half of the model: the backbone on single crops.
+
+        frames [N, 3, H, W] (crops of any frames and people) -> initial heatmaps [N, K, h, w] and the
+        four stage features [N, C_s, h, w], None for the stages the head does not read.  A frame's
+        output depends on its crop alone, so video inference computes it once and reuses it in every
+        window that holds the same crop (``jmipose.engine.predict``).
+        """
         # A frozen backbone keeps no activations for backward.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone.frozen):
-            heatmaps, stage_features = self.backbone(frames.flatten(0, 1), return_stage_features=True)
-        heatmaps = heatmaps.unflatten(0, (batch, num_frames))
+            heatmaps, stage_features = self.backbone(frames, return_stage_features=True)
+        read = set(self.feature_stages)
+        return heatmaps, [f if stage in read else None for stage, f in enumerate(stage_features, 1)]
+
+    def forward_head(self, heatmaps: Tensor, stage_features: list[Tensor | None]) -> PoseOutput:
+        """The temporal half: heatmaps [B, T, K, h, w] and stage features (per stage s = 1..4,
+        [B, T, C_s, h, w] or None where unread) of windows in time order -> ``PoseOutput``."""
+        config = self.config
+        if heatmaps.dim() != 5 or heatmaps.shape[1] != config.num_frames:
+            raise ValueError(f"JointMotionPose.forward_head: heatmaps must be "
+                             f"[B, T={config.num_frames}, K, h, w], got shape {tuple(heatmaps.shape)}")
+        if len(stage_features) != 4 or any(stage_features[s - 1] is None for s in self.feature_stages):
+            raise ValueError(f"JointMotionPose.forward_head: stage_features must list the 4 stages, with "
+                             f"tensors for stages {self.feature_stages}")
         key_heatmaps = heatmaps[:, config.key_index]
         guide = heatmaps[:, self.guide_frames].flatten(1, 2)
         outputs, aux_terms = [], []
         for branch, stages in zip(self.branches, self.branch_stages):
-            features = [stage_features[s - 1].unflatten(0, (batch, num_frames)) for s in stages]
-            output, terms = branch(features, guide)
+            output, terms = branch([stage_features[s - 1] for s in stages], guide)
             outputs.append(output)
             aux_terms.extend(terms)
         fused = outputs[0] if self.stage_fuse is None else self.stage_fuse(torch.cat(outputs, dim=1))
@@ -268,3 +290,13 @@ class JointMotionPose(nn.Module):
             final = final + key_heatmaps.to(final.dtype)
         aux = torch.stack(aux_terms).mean() if aux_terms else final.new_zeros((), dtype=torch.float32)
         return PoseOutput(final, key_heatmaps, aux)
+
+    def forward(self, frames: Tensor) -> PoseOutput:
+        check_frames(frames, self.config.num_frames, "JointMotionPose")
+        batch, num_frames = frames.shape[:2]
+        heatmaps, stage_features = self.backbone_features(frames.flatten(0, 1))
+
+        def windows(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x.unflatten(0, (batch, num_frames))
+
+        return self.forward_head(windows(heatmaps), [windows(f) for f in stage_features])
