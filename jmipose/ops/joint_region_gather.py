@@ -48,6 +48,7 @@ from jmipose.ops._checks import check_float_tensor, check_same_device_dtype
 
 _OP = "joint_region_gather"
 _SUPPORTED = ("reference", "cpp", "cuda", "triton")
+_HALF = (torch.float16, torch.bfloat16)
 _DTYPES = {
     "reference": (torch.float32, torch.float64),
     "cpp": (torch.float32, torch.float64),
@@ -467,6 +468,15 @@ def joint_region_gather(input: Tensor, offset: Tensor, weight: Tensor, bias: Ten
     name = _backends.resolve_backend_cached(backend, input.device.type, _OP, _SUPPORTED)
     if backend is None and input.dtype not in _DTYPES[name] and input.dtype in _DTYPES["reference"]:
         name = "reference"  # e.g. float64 on a GPU: only the reference computes it there
+    if backend is None and input.dtype in _HALF and input.dtype not in _DTYPES[name]:
+        # float16/bfloat16 where no backend computes them (the CPU, e.g. under autocast): compute in
+        # float32 and hand back the input's dtype, as autocast would for an op without a half kernel
+        def widen(t):
+            return None if t is None else t.float()
+
+        output = torch.ops.jmipose.joint_region_gather(widen(input), widen(offset), widen(mask), widen(weight),
+                                                       widen(bias), *stride, *padding, *dilation, name)
+        return output.to(input.dtype)
     _check_dtype(name, input.dtype)
     return torch.ops.jmipose.joint_region_gather(input, offset, mask, weight, bias, *stride, *padding, *dilation,
                                                  name)

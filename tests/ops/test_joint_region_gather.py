@@ -536,6 +536,21 @@ def test_unsupported_dtype_names_the_backend(backend, dtype):
         run(case, backend, "cpu", dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_on_the_cpu_computes_in_float32(dtype):
+    """backend=None with float16/bfloat16 CPU tensors (autocast): computed in float32, returned in the
+    input's dtype, with gradients of the inputs' dtypes."""
+    case = make_case()
+    grad_output = torch.randn(2, 6, 7, 6, dtype=torch.float64)
+    output, grads = run(case, None, "cpu", dtype, grad_output)
+    assert output.dtype == dtype and all(g.dtype == dtype for g in grads.values())
+    rounded = {name: (t.to(dtype).double() if torch.is_tensor(t) else t) for name, t in case.items()}
+    want, want_grads = run(rounded, None, "cpu", torch.float64, grad_output.to(dtype).double(), reference=True)
+    torch.testing.assert_close(output.double(), want.to(dtype).double(), rtol=2e-2, atol=2e-2)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad.double(), want_grads[name].to(dtype).double(), rtol=5e-2, atol=5e-2)
+
+
 def test_dead_backend_says_why():
     if jmipose.ops.backends()["cuda"].live:
         pytest.skip("cuda is live here")
