@@ -45,12 +45,30 @@ def collect() -> dict[str, Any]:
     }
 
 
+def describe_model(config: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Parameters and forward FLOPs of the model of a run config (a YAML path or a shipped config's
+    name) at its input size, for one window; counted on the meta device (nothing is allocated)."""
+    from jmipose.config import load_config
+    from jmipose.models.summary import describe
+
+    cfg = load_config(config, overrides or [])
+    width, height = cfg.data.image_size
+    return describe(cfg.model, input_size=(height, width))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--model", metavar="CONFIG",
+                        help="also describe the model of a run config (YAML path or shipped name, e.g. "
+                             "posetrack17): parameters and GFLOPs at its input size")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value for --model (repeatable), e.g. model.variant=jm")
 
 
 def main(args: argparse.Namespace) -> int:
     info = collect()
+    if args.model:
+        info["model"] = describe_model(args.model, args.overrides)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -73,4 +91,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"  sanitizers {'on' if build.get('sanitize') else 'off'}; built {build.get('built_at')}")
     else:
         print(f"build:  no compiled libraries in {info['library_dir']} (pure-PyTorch reference only)")
+    if "model" in info:
+        m = info["model"]
+        print(f"model {args.model}: {m['variant']} on {m['backbone']}, input {m['input']}")
+        print(f"  parameters {m['params']:,} (trainable {m['trainable_params']:,}; backbone "
+              f"{m['backbone_params']:,}, head {m['head_params']:,})")
+        print(f"  forward {m['flops'] / 1e9:.1f} GFLOPs per window")
     return 0

@@ -3,7 +3,6 @@
 from jmipose.ops._backends import BackendStatus, BackendUnavailableError, KernelError, backends
 from jmipose.ops.joint_motion_attention import joint_motion_attention
 from jmipose.ops.joint_region_gather import joint_region_gather
-from jmipose.ops.scale_add import scale_add
 
 __all__ = ["BackendStatus", "BackendUnavailableError", "KernelError", "backends", "joint_motion_attention",
-           "joint_region_gather", "scale_add"]
+           "joint_region_gather"]
