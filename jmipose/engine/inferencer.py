@@ -77,7 +77,8 @@ def _frames_of(items: Iterable) -> Iterator[Frame]:
     """Frames of an iterable of [H, W, 3] uint8 RGB arrays (or ``Frame``s), checked and numbered."""
     for index, item in enumerate(items):
         image = item.image if isinstance(item, Frame) else item
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        is_rgb = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+        if not is_rgb or image.dtype != np.uint8:
             what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"frames: frame {index} must be an [H, W, 3] uint8 RGB array, got {what}")
         if image.flags.writeable:
@@ -109,8 +110,8 @@ class Inferencer:
 
     def __init__(self, checkpoint, device=None, backend=None, batch_size: int = 16, smoothing=None, *,
                  flip_test: bool = False, input_size=None, backbone_weights=None, reuse_features: bool = True,
-                 crop_hold_iou: float = 0.85, track_threshold: float = 0.3, joint_threshold: float = JOINT_THRESHOLD,
-                 oks_nms: float | None = 0.9,
+                 crop_hold_iou: float = 0.85, track_threshold: float = 0.3,
+                 joint_threshold: float = JOINT_THRESHOLD, oks_nms: float | None = 0.9,
                  fps: float = 25.0):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -215,8 +216,8 @@ class Inferencer:
             crop_box = (center, scale, get_affine_transform(center, scale, 0.0, self.input_size))
             held[person.track_id] = (box, crop_box)
         center, scale, matrix = crop_box
-        return _Person(PersonBox(person.track_id, box, person.score), crop_box=np.concatenate([center, scale]),
-                       matrix=matrix, scale=scale)
+        return _Person(PersonBox(person.track_id, box, person.score),
+                       crop_box=np.concatenate([center, scale]), matrix=matrix, scale=scale)
 
     def _crop_tensor(self, image: np.ndarray, matrix: np.ndarray) -> torch.Tensor:
         from jmipose.data.transforms import normalize_image, warp_frame

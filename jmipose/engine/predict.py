@@ -81,7 +81,8 @@ def posetrack_annotations(result, name: str) -> list[dict]:
             "keypoints": [float(v) for x, y in keypoints for v in (x, y, 1)],
             "scores": [float(s) * box_score for s in result.scores[i]],
             "score": float(result.person_scores[i]),
-            "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()), float(ys.max() - ys.min())],
+            "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()),
+                     float(ys.max() - ys.min())],
             "person_box": [float(v) for v in result.boxes[i]],
         })
     return annotations
@@ -118,6 +119,7 @@ def predict_video(video, checkpoint, out="predict_out", *, detections=None, boxe
     video_path, temporary = out / f"{name}.mp4", out / f".{name}.partial.mp4"
     writer = None
     annotations, frames = [], 0
+    first_done = None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -135,6 +137,8 @@ def predict_video(video, checkpoint, out="predict_out", *, detections=None, boxe
                 writer.write(draw_result(result))
             annotations += posetrack_annotations(result, name)
             frames += 1
+            if frames == 1:
+                first_done = time.perf_counter()
             if bar is not None:
                 bar.update(1)
     finally:
@@ -143,18 +147,23 @@ def predict_video(video, checkpoint, out="predict_out", *, detections=None, boxe
         if writer is not None:
             writer.release()
         reader.close()
-    seconds = time.perf_counter() - started
+    finished = time.perf_counter()
+    seconds = finished - started
+    # the first frame also pays for warm-up (first convolutions, library loads, the first decodes)
+    steady = (frames - 1) / (finished - first_done) if frames > 1 and finished > first_done else None
     if write_video:
         os.replace(temporary, video_path)
     names = _frame_names(reader, frames, name)
-    images = [{"id": image_id(name, t), "frame_id": image_id(name, t), "file_name": names[t], "nframes": frames,
-               "is_labeled": True, "width": reader.width, "height": reader.height} for t in range(frames)]
+    images = [{"id": image_id(name, t), "frame_id": image_id(name, t), "file_name": names[t],
+               "nframes": frames, "is_labeled": True, "width": reader.width, "height": reader.height}
+              for t in range(frames)]
     categories = [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(KEYPOINT_NAMES),
                    "skeleton": [[a + 1, b + 1] for a, b in SKELETON]}]
     json_path = out / f"{name}.json"
     atomic_write_json(json_path, {"images": images, "annotations": annotations, "categories": categories},
                       indent=None)
     return {"name": name, "frames": frames, "seconds": seconds, "fps": frames / seconds if seconds else 0.0,
+            "fps_after_first": steady,
             "people": len(annotations), "json": json_path, "video": video_path if write_video else None,
             "backbone_passes": inferencer.backbone_passes}
 
@@ -176,7 +185,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None, choices=("reference",),
                         help="'reference': eager PyTorch ops instead of the compiled kernels")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--smoothing", default=None, choices=("one_euro",), help="temporal keypoint smoothing")
+    parser.add_argument("--smoothing", default=None, choices=("one_euro",),
+                        help="temporal keypoint smoothing")
     parser.add_argument("--flip", action="store_true", help="flip test (twice the work)")
     parser.add_argument("--det-threshold", type=float, default=0.2, help="minimum detection score (0.2)")
     parser.add_argument("--no-video", action="store_true", help="write the JSON only")
@@ -186,16 +196,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         boxes = [parse_box(text) for text in args.box] if args.box else None
-        summary = predict_video(args.video, args.checkpoint, args.out, detections=args.detections, boxes=boxes,
-                                backbone_weights=args.backbone_weights, device=args.device,
+        summary = predict_video(args.video, args.checkpoint, args.out, detections=args.detections,
+                                boxes=boxes, backbone_weights=args.backbone_weights, device=args.device,
                                 backend=args.backend, batch_size=args.batch_size, smoothing=args.smoothing,
                                 flip_test=args.flip, detection_threshold=args.det_threshold,
                                 write_video=not args.no_video, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, TypeError) as error:
         print(f"jmipose predict: {error}", file=sys.stderr)
         return 2
+    steady = summary["fps_after_first"]
     print(f"{summary['frames']} frames, {summary['people']} poses in {summary['seconds']:.1f} s: "
-          f"{summary['fps']:.1f} frames/s (decode, model, drawing and writing)")
+          f"{summary['fps']:.1f} frames/s" + (f", {steady:.1f} after the first frame" if steady else "")
+          + " (decoding, model, drawing and writing)")
     for key in ("video", "json"):
         if summary[key] is not None:
             print(f"wrote {summary[key]}")

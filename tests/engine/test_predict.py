@@ -210,11 +210,12 @@ def test_tracked_boxes_keep_their_ids(synthetic_mp4, checkpoint):
     default check the quick checkpoint's flat heatmaps (maxima ~0.03) lose everyone after frame 0,
     and no new id ever appears."""
     boxes = [p["bbox"] for p in synthetic_mp4.people[0]]
-    ids = sorted(p_id for p_id in range(len(boxes)))
-    keep = list(Inferencer(checkpoint, track_threshold=0.0, joint_threshold=0.0)(synthetic_mp4.path, boxes=boxes))
+    ids = list(range(len(boxes)))
+    follow_all = Inferencer(checkpoint, track_threshold=0.0, joint_threshold=0.0)
+    keep = list(follow_all(synthetic_mp4.path, boxes=boxes))
     assert len(keep) == 12 and all(sorted(r.track_ids.tolist()) == ids for r in keep)
     for r in keep:
-        assert ((r.boxes[:, :2] >= 0) & (r.boxes[:, :2] + r.boxes[:, 2:] <= [192, 144]) ).all()
+        assert ((r.boxes[:, :2] >= 0) & (r.boxes[:, :2] + r.boxes[:, 2:] <= [192, 144])).all()
     strict = list(Inferencer(checkpoint, track_threshold=0.3)(synthetic_mp4.path, boxes=boxes))
     assert sorted(strict[0].track_ids.tolist()) == ids
     assert all(len(r) == 0 for r in strict[1:])
