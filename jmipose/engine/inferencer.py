@@ -355,6 +355,9 @@ class Inferencer:
                     frame_size = (width, height)
                     source = self._box_source(frame_size, detections, boxes, detection_threshold)
                 people = [self._crop(p, held, frame_size) for p in source.people(window.index)]
+                present = {p.person.track_id for p in people}
+                for gone in [t for t in held if t not in present]:   # a returning track re-crops
+                    del held[gone]
                 jobs.append(_Job(window, people))
                 if source.needs_results or sum(len(j.people) for j in jobs) >= self.batch_size:
                     yield from self._flush(jobs, cache, source, smoother, behind)

@@ -9,8 +9,11 @@ computed for the same checkpoint during the demo, keypoint for keypoint and in A
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pickle
+import shutil
 from pathlib import Path
 
 import cv2
@@ -30,10 +33,25 @@ REAL_CLIP = "posetrack18/videos/000001_mpiinew_test/000001_mpiinew_test.mp4"
 SEQUENCE = "200000_synth_val"   # the quick demo's validation video
 
 
+def _code_version() -> str:
+    """A hash of the package's Python sources and the torch version: a cached demo run is reused only
+    by the code that made it."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(Path(jmipose.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory) -> Path:
+    """``jmipose demo --quick`` output, cached beside pytest's numbered temporary folders (they are
+    children of the same parent) so that later sessions with the same code skip the minute it takes."""
     from jmipose.engine.demo import run_demo
 
+    parent = tmp_path_factory.getbasetemp().parent
+    cached = parent / f"jmipose-quick-demo-{_code_version()}"
+    if (cached / "results.json").is_file():
+        return cached
     out = tmp_path_factory.mktemp("predict_quick_demo")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -41,7 +59,14 @@ def quick_demo(tmp_path_factory) -> Path:
         run_demo(out, quick=True, progress=False)
     finally:
         torch.set_num_threads(threads)
-    return out
+    for stale in parent.glob("jmipose-quick-demo-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        shutil.copytree(out, cached.with_name(cached.name + ".partial"), dirs_exist_ok=True)
+        os.replace(cached.with_name(cached.name + ".partial"), cached)
+    except OSError:   # another session won the race, or no room: use this session's copy
+        return out
+    return cached
 
 
 @pytest.fixture(scope="session")
@@ -183,10 +208,13 @@ def test_eval_ap_cli_scores_the_written_file(quick_demo, checkpoint, tmp_path, c
 # ----- feature reuse -----
 
 def test_feature_reuse_gives_the_naive_keypoints(quick_demo, checkpoint, gt_detections):
-    folder = quick_demo / "data" / "images" / "val" / SEQUENCE
+    from jmipose.data.video import VideoReader
+
+    frames = [f.image for f in VideoReader(quick_demo / "data" / "images" / "val" / SEQUENCE)][:8]
     reuse, naive = Inferencer(checkpoint), Inferencer(checkpoint, reuse_features=False)
-    fast = list(reuse(folder, detections=gt_detections, detection_threshold=0.0))
-    slow = list(naive(folder, detections=gt_detections, detection_threshold=0.0))
+    fast = list(reuse(frames, detections=gt_detections, detection_threshold=0.0))
+    slow = list(naive(frames, detections=gt_detections, detection_threshold=0.0))
+    assert len(fast) == 8
     assert [len(r) for r in fast] == [len(r) for r in slow] and sum(map(len, fast)) > 0
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a.track_ids, b.track_ids)
@@ -201,6 +229,22 @@ def test_whole_frame_reuse_runs_the_backbone_once_per_frame(shared_data, checkpo
     infer = Inferencer(checkpoint)
     assert len(list(infer(shared_data / REAL_CLIP))) == 5
     assert infer.backbone_passes == 5
+
+
+def test_single_frame_baseline_checkpoint(quick_demo, shared_data):
+    """The baseline reads the key frame only: no window delay, one backbone pass per frame."""
+    infer = Inferencer(quick_demo / "baseline" / "checkpoints" / "last", batch_size=1)
+    assert infer.offsets == ()
+    pulled = []
+
+    def stream():
+        for t in range(4):
+            pulled.append(t)
+            yield np.full((96, 128, 3), 40 * t, np.uint8)
+
+    results = infer(stream())
+    assert next(results).index == 0 and pulled == [0]
+    assert [r.index for r in results] == [1, 2, 3] and infer.backbone_passes == 4
 
 
 # ----- tracking from first-frame boxes -----
