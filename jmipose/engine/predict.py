@@ -191,9 +191,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--det-threshold", type=float, default=0.2, help="minimum detection score (0.2)")
     parser.add_argument("--no-video", action="store_true", help="write the JSON only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            print(f"jmipose predict: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     try:
         boxes = [parse_box(text) for text in args.box] if args.box else None
         summary = predict_video(args.video, args.checkpoint, args.out, detections=args.detections,

@@ -227,8 +227,16 @@ def test_feature_reuse_gives_the_naive_keypoints(quick_demo, checkpoint, gt_dete
 
 def test_whole_frame_reuse_runs_the_backbone_once_per_frame(shared_data, checkpoint):
     infer = Inferencer(checkpoint)
-    assert len(list(infer(shared_data / REAL_CLIP))) == 5
-    assert infer.backbone_passes == 5
+    compiled = list(infer(shared_data / REAL_CLIP))
+    assert len(compiled) == 5 and infer.backbone_passes == 5
+    flipped = Inferencer(checkpoint, flip_test=True)
+    assert len(list(flipped(shared_data / REAL_CLIP))) == 5 and flipped.backbone_passes == 10
+    eager = list(Inferencer(checkpoint, backend="reference")(shared_data / REAL_CLIP))
+    for a, b in zip(compiled, eager):
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-2)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    with pytest.raises(ValueError, match="backend must be None .* or 'reference'"):
+        Inferencer(checkpoint, backend="cuda")
 
 
 def test_single_frame_baseline_checkpoint(quick_demo, shared_data):
