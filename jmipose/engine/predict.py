@@ -141,6 +141,12 @@ def predict_video(video, checkpoint, out="predict_out", *, detections=None, boxe
                 first_done = time.perf_counter()
             if bar is not None:
                 bar.update(1)
+    except BaseException:
+        if writer is not None:
+            writer.release()
+            writer = None
+        temporary.unlink(missing_ok=True)   # no half-written video left behind
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -151,7 +157,7 @@ def predict_video(video, checkpoint, out="predict_out", *, detections=None, boxe
     seconds = finished - started
     # the first frame also pays for warm-up (first convolutions, library loads, the first decodes)
     steady = (frames - 1) / (finished - first_done) if frames > 1 and finished > first_done else None
-    if write_video:
+    if write_video and frames:
         os.replace(temporary, video_path)
     names = _frame_names(reader, frames, name)
     images = [{"id": image_id(name, t), "frame_id": image_id(name, t), "file_name": names[t],
