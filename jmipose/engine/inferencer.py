@@ -8,9 +8,10 @@
 Per person box (see :mod:`jmipose.engine.boxes` for where boxes come from) a window of frames
 around the key frame is cut with the same crop (the dataset's rule: box clipped to the frame, aspect
 fixed, enlarged 1.25x; borders clamped) and the model's final heatmaps are decoded with DARK and
-mapped back to the image.  Results come in frame order, two frames after the frame was read (the
-window needs frames t+1 and t+2); with detections or whole-frame boxes, windows of several frames are
-batched together, which adds up to ``batch_size`` frames of delay.
+mapped back to the image.  Results come in frame order.  On a stream of frames (an iterable) each
+result comes two frames after its frame (the window needs frames t+1 and t+2); on a video file or a
+folder, windows of several frames are batched into one model call (up to ``batch_size`` people), except
+when people are tracked from their previous keypoints, which goes frame by frame.
 
 Feature reuse: the backbone is the expensive, per-crop half of the model
 (``model.backbone_features``); the temporal head (``model.forward_head``) combines the five crops of a
@@ -75,12 +76,17 @@ class _Job:
 
 def _frames_of(items: Iterable) -> Iterator[Frame]:
     """Frames of an iterable of [H, W, 3] uint8 RGB arrays (or ``Frame``s), checked and numbered."""
+    size = None
     for index, item in enumerate(items):
         image = item.image if isinstance(item, Frame) else item
         is_rgb = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
         if not is_rgb or image.dtype != np.uint8:
             what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"frames: frame {index} must be an [H, W, 3] uint8 RGB array, got {what}")
+        size = size or image.shape
+        if image.shape != size:
+            raise ValueError(f"frames: frame {index} is {image.shape[1]}x{image.shape[0]}, the stream "
+                             f"started at {size[1]}x{size[0]}")
         if image.flags.writeable:
             image = image.copy()
             image.flags.writeable = False
@@ -331,18 +337,21 @@ class Inferencer:
         then tracked), or neither (the whole frame).  Bad inputs raise here, before the generator."""
         if isinstance(source, (str, os.PathLike)):
             source = VideoReader(Path(source), background=True)
-        if isinstance(source, VideoReader):
+        streaming = not isinstance(source, VideoReader)
+        if streaming:
+            frames, frame_size = _frames_of(source), None
+        else:
             frames, fps = source.frames(), fps or source.fps
             frame_size = source.size
-        else:
-            frames, frame_size = _frames_of(source), None
         if detections is not None and not isinstance(detections, dict):
             detections = load_detections(detections, detection_threshold)
         if boxes is not None and frame_size is not None:
             self._box_source(frame_size, None, boxes, detection_threshold)  # check the boxes now
-        return self._run(frames, frame_size, detections, boxes, detection_threshold, fps or self.default_fps)
+        return self._run(frames, frame_size, detections, boxes, detection_threshold, fps or self.default_fps,
+                         streaming)
 
-    def _run(self, frames, frame_size, detections, boxes, detection_threshold, fps) -> Iterator[FrameResult]:
+    def _run(self, frames, frame_size, detections, boxes, detection_threshold, fps,
+             streaming: bool) -> Iterator[FrameResult]:
         from jmipose.engine.smoothing import TrackSmoother
 
         smoother = TrackSmoother(fps) if self.smoothing == "one_euro" else None
@@ -359,7 +368,9 @@ class Inferencer:
                 for gone in [t for t in held if t not in present]:   # a returning track re-crops
                     del held[gone]
                 jobs.append(_Job(window, people))
-                if source.needs_results or sum(len(j.people) for j in jobs) >= self.batch_size:
+                # A stream (or the tracking loop) is answered frame by frame; files batch several
+                # frames' windows per model call.
+                if streaming or source.needs_results or sum(len(j.people) for j in jobs) >= self.batch_size:
                     yield from self._flush(jobs, cache, source, smoother, behind)
                     jobs = []
             if jobs:
