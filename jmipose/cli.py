@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jmipose.engine.train", "train a model from a YAML config (resumable, DDP via torchrun)"),
     "eval": ("jmipose.engine.evaluate", "evaluate a checkpoint: predictions JSON + PoseTrack AP"),
     "eval-ap": ("jmipose.metrics.posetrack_ap", "PoseTrack per-joint AP of prediction files (as poseval)"),
+    "predict": ("jmipose.engine.predict", "poses on a video: annotated mp4 + PoseTrack JSON, frames/s"),
 }
 
 

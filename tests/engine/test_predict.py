@@ -1,0 +1,374 @@
+"""``jmipose predict`` and ``jmipose.Inferencer`` on the real PoseTrack clip and on synthetic videos,
+with the checkpoint the demo's quick mode trains (one session-wide run, about a minute).
+
+The quick checkpoint is weak (PoseTrack AP about 1 %, heatmap maxima about 0.03), so accuracy is
+checked against an independent path instead of an absolute number: with the ground-truth boxes, the
+video path must reproduce what ``jmipose eval`` (dataset loader, batched model, the same decoding)
+computed for the same checkpoint during the demo, keypoint for keypoint and in AP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import jmipose
+from jmipose.checkpoint import CheckpointError, StateDictMismatchError
+from jmipose.cli import main as cli
+from jmipose.data.errors import DataError
+from jmipose.engine.inferencer import Inferencer
+from jmipose.engine.predict import image_id, predict_video
+from jmipose.metrics.posetrack_ap import posetrack_ap
+
+REAL_CLIP = "posetrack18/videos/000001_mpiinew_test/000001_mpiinew_test.mp4"
+SEQUENCE = "200000_synth_val"   # the quick demo's validation video
+
+
+def _code_version() -> str:
+    """A hash of the package's Python sources and the torch version: a cached demo run is reused only
+    by the code that made it."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(Path(jmipose.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> Path:
+    """``jmipose demo --quick`` output, cached beside pytest's numbered temporary folders (they are
+    children of the same parent) so that later sessions with the same code skip the minute it takes."""
+    from jmipose.engine.demo import run_demo
+
+    parent = tmp_path_factory.getbasetemp().parent
+    cached = parent / f"jmipose-quick-demo-{_code_version()}"
+    if (cached / "results.json").is_file():
+        return cached
+    out = tmp_path_factory.mktemp("predict_quick_demo")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_demo(out, quick=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    for stale in parent.glob("jmipose-quick-demo-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        shutil.copytree(out, cached.with_name(cached.name + ".partial"), dirs_exist_ok=True)
+        os.replace(cached.with_name(cached.name + ".partial"), cached)
+    except OSError:   # another session won the race, or no room: use this session's copy
+        return out
+    return cached
+
+
+@pytest.fixture(scope="session")
+def checkpoint(quick_demo) -> Path:
+    return quick_demo / "jmpose" / "checkpoints" / "last"
+
+
+@pytest.fixture(scope="session")
+def ground_truth(quick_demo) -> dict:
+    return json.loads((quick_demo / "data" / "annotations" / "val" / f"{SEQUENCE}.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def gt_detections(quick_demo, ground_truth, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gt_boxes") / "detections.json"
+    path.write_text(json.dumps([{"image_id": a["image_id"], "bbox": a["bbox"], "score": 1.0}
+                                for a in ground_truth["annotations"]]))
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_mp4(tmp_path_factory):
+    from jmipose.data.synthetic import synthetic_video
+
+    return synthetic_video(tmp_path_factory.mktemp("video") / "walk.mp4", frames=12, size=(192, 144), seed=4,
+                           people=2, hard_fraction=0.0)
+
+
+def _frame_count(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+# ----- outputs -----
+
+def test_cli_on_the_real_clip(shared_data, checkpoint, tmp_path, capsys):
+    assert cli(["predict", str(shared_data / REAL_CLIP), "--checkpoint", str(checkpoint), "--out",
+                str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "5 frames" in printed and "frames/s" in printed
+    video, result = tmp_path / "000001_mpiinew_test.mp4", tmp_path / "000001_mpiinew_test.json"
+    assert _frame_count(video) == 5
+    capture = cv2.VideoCapture(str(video))
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (1280, 720)
+    capture.release()
+    data = json.loads(result.read_text())
+    assert [im["id"] for im in data["images"]] == [10000010000 + t for t in range(5)]
+    assert len(data["annotations"]) == 5    # whole-frame box: one person per frame, track 0
+    for ann in data["annotations"]:
+        assert ann["track_id"] == 0 and len(ann["keypoints"]) == 51 and len(ann["scores"]) == 17
+        xy = np.array(ann["keypoints"]).reshape(17, 3)[:, :2]
+        # the crop of the whole 1280x720 frame: widened to 3:4 (1280x1920), enlarged 1.25x
+        assert (np.abs(xy - [640, 360]) <= [800, 1200]).all()
+
+
+def test_inferencer_streams_arrays_with_two_frames_delay(shared_data, checkpoint):
+    from jmipose.data.video import VideoReader
+
+    frames = [f.image.copy() for f in VideoReader(shared_data / REAL_CLIP)]
+    pulled = []
+
+    def stream():
+        for frame in frames:
+            pulled.append(len(pulled))
+            yield frame
+
+    infer = jmipose.Inferencer(checkpoint)
+    results = infer(stream())
+    first = next(results)
+    assert first.index == 0 and len(pulled) == 3   # frame 0 needs frames 1 and 2 of its window
+    rest = list(results)
+    assert [r.index for r in rest] == [1, 2, 3, 4]
+    from_file = list(infer(shared_data / REAL_CLIP))
+    for a, b in zip([first, *rest], from_file):   # one window per call vs five: float rounding only
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-2)
+        assert a.keypoints.shape == (1, 17, 2) and a.scores.shape == (1, 17)
+
+
+def test_synthetic_mp4_every_frame_and_ids(synthetic_mp4, checkpoint, tmp_path):
+    """GT boxes as detections (by frame_index): every frame written, and the track ids follow the
+    ground-truth people one to one over the whole video."""
+    detections = [{"frame_index": t, "bbox": p["bbox"], "score": 1.0}
+                  for t, people in enumerate(synthetic_mp4.people) for p in people]
+    summary = predict_video(synthetic_mp4.path, checkpoint, tmp_path, detections=detections, progress=False)
+    assert summary["frames"] == 12 and _frame_count(summary["video"]) == 12
+    data = json.loads(summary["json"].read_text())
+    assert len(data["images"]) == 12 and len(data["annotations"]) == sum(map(len, synthetic_mp4.people))
+    mapping = {}
+    for ann in data["annotations"]:
+        frame = ann["image_id"]
+        box = np.array(ann["person_box"])
+        gt = min(synthetic_mp4.people[frame], key=lambda p: np.abs(np.array(p["bbox"]) - box).sum())
+        mapping.setdefault(ann["track_id"], set()).add(gt["track_id"])
+    assert all(len(v) == 1 for v in mapping.values())
+    assert len({next(iter(v)) for v in mapping.values()}) == len(mapping)   # no two ids for one person
+
+
+# ----- accuracy against jmipose eval -----
+
+def test_reproduces_jmipose_eval_with_gt_boxes(quick_demo, checkpoint, gt_detections, tmp_path):
+    infer = Inferencer(checkpoint, crop_hold_iou=1.0)    # crop every box exactly as the dataset does
+    folder = quick_demo / "data" / "images" / "val" / SEQUENCE
+    summary = predict_video(folder, checkpoint, tmp_path, detections=gt_detections, progress=False,
+                            inferencer=infer, detection_threshold=0.0, write_video=False)
+    ours = json.loads(summary["json"].read_text())["annotations"]
+    theirs = json.loads((quick_demo / "eval" / "jmpose" / "predictions" / f"{SEQUENCE}.json").read_text())
+    assert len(ours) == len(theirs["annotations"]) > 0
+    for ann in theirs["annotations"]:
+        same_image = [a for a in ours if a["image_id"] == ann["image_id"]]
+        want = np.array(ann["keypoints"]).reshape(17, 3)[:, :2]
+        got = min((np.array(a["keypoints"]).reshape(17, 3)[:, :2] for a in same_image),
+                  key=lambda k: np.abs(k - want).max())
+        np.testing.assert_allclose(got, want, atol=0.05)
+    result = posetrack_ap(quick_demo / "data" / "annotations" / "val", tmp_path)
+    demo = json.loads((quick_demo / "results.json").read_text())["jmpose"]
+    # the floor: the demo's own evaluation of this checkpoint on these frames (about 1 AP for the quick
+    # checkpoint); our file scores the same.
+    assert result["Total"] > 0
+    assert result["Total"] == pytest.approx(demo["Total"], abs=0.05)
+
+
+def test_eval_ap_cli_scores_the_written_file(quick_demo, checkpoint, tmp_path, capsys):
+    folder = quick_demo / "data" / "images" / "val" / SEQUENCE
+    detections = quick_demo / "data" / "annotations" / "val_human_detections.json"   # noisy boxes
+    assert cli(["predict", str(folder), "--checkpoint", str(checkpoint), "--detections", str(detections),
+                "--out", str(tmp_path), "--no-progress", "--no-video"]) == 0
+    capsys.readouterr()
+    assert cli(["eval-ap", str(quick_demo / "data" / "annotations" / "val"), str(tmp_path), "--json",
+                str(tmp_path / "ap.json")]) == 0
+    assert "Total" in capsys.readouterr().out
+    ap = json.loads((tmp_path / "ap.json").read_text())
+    assert ap["frames"] > 0 and ap["Total"] > 0
+
+
+# ----- feature reuse -----
+
+def test_feature_reuse_gives_the_naive_keypoints(quick_demo, checkpoint, gt_detections):
+    from jmipose.data.video import VideoReader
+
+    frames = [f.image for f in VideoReader(quick_demo / "data" / "images" / "val" / SEQUENCE)][:8]
+    reuse, naive = Inferencer(checkpoint), Inferencer(checkpoint, reuse_features=False)
+    fast = list(reuse(frames, detections=gt_detections, detection_threshold=0.0))
+    slow = list(naive(frames, detections=gt_detections, detection_threshold=0.0))
+    assert len(fast) == 8
+    assert [len(r) for r in fast] == [len(r) for r in slow] and sum(map(len, fast)) > 0
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a.track_ids, b.track_ids)
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    people = sum(map(len, fast))
+    assert naive.backbone_passes == 5 * people
+    assert reuse.backbone_passes < 0.6 * naive.backbone_passes
+
+
+def test_whole_frame_reuse_runs_the_backbone_once_per_frame(shared_data, checkpoint):
+    infer = Inferencer(checkpoint)
+    compiled = list(infer(shared_data / REAL_CLIP))
+    assert len(compiled) == 5 and infer.backbone_passes == 5
+    flipped = Inferencer(checkpoint, flip_test=True)
+    assert len(list(flipped(shared_data / REAL_CLIP))) == 5 and flipped.backbone_passes == 10
+    eager = list(Inferencer(checkpoint, backend="reference")(shared_data / REAL_CLIP))
+    for a, b in zip(compiled, eager):
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-2)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    with pytest.raises(ValueError, match="backend must be None .* or 'reference'"):
+        Inferencer(checkpoint, backend="cuda")
+
+
+def test_single_frame_baseline_checkpoint(quick_demo, shared_data):
+    """The baseline reads the key frame only: no window delay, one backbone pass per frame."""
+    infer = Inferencer(quick_demo / "baseline" / "checkpoints" / "last")
+    assert infer.offsets == ()
+    pulled = []
+
+    def stream():
+        for t in range(4):
+            pulled.append(t)
+            yield np.full((96, 128, 3), 40 * t, np.uint8)
+
+    results = infer(stream())
+    assert next(results).index == 0 and pulled == [0]
+    assert [r.index for r in results] == [1, 2, 3] and infer.backbone_passes == 4
+
+
+# ----- tracking from first-frame boxes -----
+
+def test_tracked_boxes_keep_their_ids(synthetic_mp4, checkpoint):
+    """With the confidence check off, every person given on frame 0 is followed with its id; with the
+    default check the quick checkpoint's flat heatmaps (maxima ~0.03) lose everyone after frame 0,
+    and no new id ever appears."""
+    boxes = [p["bbox"] for p in synthetic_mp4.people[0]]
+    ids = list(range(len(boxes)))
+    follow_all = Inferencer(checkpoint, track_threshold=0.0, joint_threshold=0.0)
+    keep = list(follow_all(synthetic_mp4.path, boxes=boxes))
+    assert len(keep) == 12 and all(sorted(r.track_ids.tolist()) == ids for r in keep)
+    for r in keep:
+        assert ((r.boxes[:, :2] >= 0) & (r.boxes[:, :2] + r.boxes[:, 2:] <= [192, 144])).all()
+    strict = list(Inferencer(checkpoint, track_threshold=0.3)(synthetic_mp4.path, boxes=boxes))
+    assert sorted(strict[0].track_ids.tolist()) == ids
+    assert all(len(r) == 0 for r in strict[1:])
+
+
+def test_one_euro_smoothing_is_causal_and_damps_jitter(shared_data, checkpoint):
+    from jmipose.engine.smoothing import OneEuroFilter
+
+    rng = np.random.default_rng(0)
+    one_euro = OneEuroFilter(fps=25)
+    noisy = 100 + rng.normal(0, 2, size=(50, 17, 2))
+    smoothed = np.stack([one_euro(x) for x in noisy])
+    np.testing.assert_array_equal(smoothed[0], noisy[0])
+    assert smoothed[10:].std() < 0.5 * noisy[10:].std()
+    plain = list(Inferencer(checkpoint)(shared_data / REAL_CLIP))
+    smooth = list(Inferencer(checkpoint, smoothing="one_euro")(shared_data / REAL_CLIP))
+    np.testing.assert_allclose(smooth[0].keypoints, plain[0].keypoints)
+    assert not np.allclose(smooth[-1].keypoints, plain[-1].keypoints)
+
+
+# ----- bad inputs -----
+
+def test_bad_videos(checkpoint, tmp_path, capsys):
+    infer = Inferencer(checkpoint)
+    with pytest.raises(FileNotFoundError, match="nothing.mp4 does not exist"):
+        infer(tmp_path / "nothing.mp4")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    with pytest.raises(DataError, match="corrupt.mp4"):
+        infer(corrupt)
+    assert cli(["predict", str(tmp_path / "nothing.mp4"), "--checkpoint", str(checkpoint), "--out",
+                str(tmp_path / "o")]) == 2
+    assert "nothing.mp4 does not exist" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"frame 1 must be an \[H, W, 3\] uint8"):
+        list(infer([np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8)]))
+    with pytest.raises(ValueError, match="frame 2 is 32x64, the stream started at 64x64"):
+        list(infer([np.zeros((64, 64, 3), np.uint8)] * 2 + [np.zeros((64, 32, 3), np.uint8)]))
+
+
+def test_bad_boxes(shared_data, checkpoint, tmp_path, capsys):
+    infer = Inferencer(checkpoint)
+    clip = shared_data / REAL_CLIP
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(ValueError, match="empty.json: holds no person boxes"):
+        infer(clip, detections=empty)
+    with pytest.raises(ValueError, match=r"box 0 \(2000, 10, 50, 50\) lies outside the 1280x720 frame"):
+        infer(clip, boxes=[(2000, 10, 50, 50)])
+    with pytest.raises(ValueError, match="entry 0: 'bbox' must be"):
+        infer(clip, detections=[{"image_id": 0, "bbox": [1, 2, -3, 4], "score": 1}])
+    far = [{"frame_index": 0, "bbox": [5000, 5000, 10, 10], "score": 1}]
+    with pytest.raises(ValueError, match="outside the 1280x720 frame"):
+        list(infer(clip, detections=far))
+    assert cli(["predict", str(clip), "--checkpoint", str(checkpoint), "--box", "1,2,3", "--out",
+                str(tmp_path)]) == 2
+    assert "--box must be x,y,w,h" in capsys.readouterr().err
+
+
+def test_bad_checkpoints(quick_demo, checkpoint, tmp_path):
+    with pytest.raises(CheckpointError, match="no such file .*missing.json"):
+        Inferencer(tmp_path / "missing")
+    # the baseline's weights under the JM-Pose config: the head's keys are missing
+    record = json.loads(checkpoint.with_suffix(".json").read_text())
+    baseline = quick_demo / "baseline" / "checkpoints" / "last"
+    swapped = json.loads(baseline.with_suffix(".json").read_text())
+    swapped["config"]["model"] = record["config"]["model"]
+    source = baseline.with_name(swapped["weights"]["file"])
+    (tmp_path / swapped["weights"]["file"]).write_bytes(source.read_bytes())
+    (tmp_path / "swapped.json").write_text(json.dumps(swapped))
+    with pytest.raises(StateDictMismatchError, match=r"missing keys \[branches\.0"):
+        Inferencer(tmp_path / "swapped")
+
+
+def test_backbone_weights_public_layouts(shared_data, checkpoint, tmp_path):
+    from jmipose.checkpoint import load_checkpoint
+
+    state = {k[len("backbone."):]: v for k, v in load_checkpoint(checkpoint).state_dict.items()
+             if k.startswith("backbone.")}
+    wrapped = tmp_path / "hrnet_wrapped.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, wrapped)
+    plain = tmp_path / "hrnet_plain.pth"
+    torch.save(state, plain)
+    want = next(iter(Inferencer(checkpoint)(shared_data / REAL_CLIP))).keypoints
+    for path in (wrapped, plain):
+        got = next(iter(Inferencer(checkpoint, backbone_weights=path)(shared_data / REAL_CLIP))).keypoints
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    bad_shape = dict(state)
+    bad_shape["final_layer.weight"] = torch.zeros(3, 3, 1, 1)
+    torch.save(bad_shape, tmp_path / "bad_shape.pth")
+    with pytest.raises(StateDictMismatchError, match=r"final_layer.weight: checkpoint \[3, 3, 1, 1\]"):
+        Inferencer(checkpoint, backbone_weights=tmp_path / "bad_shape.pth")
+    (tmp_path / "object.pth").write_bytes(pickle.dumps({"state_dict": _NotATensor()}, protocol=2))
+    with pytest.raises(ValueError, match="would need unpickling arbitrary objects"):
+        Inferencer(checkpoint, backbone_weights=tmp_path / "object.pth")
+
+
+class _NotATensor:
+    pass
+
+
+def test_image_ids_follow_posetrack():
+    assert image_id("000001_mpiinew_test", 3) == 10000010003
+    assert image_id("200000_synth_val", 15) == 12000000015
+    assert image_id("my_clip", 7) == 7
