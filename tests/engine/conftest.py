@@ -1,8 +1,13 @@
 """Engine tests run single-threaded: the toy models are tiny, and on a loaded 2-core machine OpenMP's
-spinning threads make them hundreds of times slower than one thread."""
+spinning threads make them hundreds of times slower than one thread.  One ``jmipose demo --quick``
+run per session serves the demo tests and the predict tests (its checkpoint)."""
+
+from pathlib import Path
 
 import pytest
 import torch
+
+from jmipose.cli import main as cli
 
 
 @pytest.fixture(autouse=True)
@@ -11,3 +16,15 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> Path:
+    """The output folder of ``jmipose demo --quick`` (through the command line, one thread)."""
+    out = tmp_path_factory.mktemp("quick_demo")
+    threads = torch.get_num_threads()
+    try:
+        assert cli(["demo", "--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out

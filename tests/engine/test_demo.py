@@ -6,18 +6,9 @@ from __future__ import annotations
 import json
 
 import cv2
-import pytest
 
-from jmipose.cli import main as cli
 
 COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total")
-
-
-@pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    assert cli(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
-    return out
 
 
 def test_results_json_has_the_issue_schema(quick_demo):

@@ -4,7 +4,6 @@ dataset's own targets must give AP 100 after flip test, DARK, back-projection, N
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -9,11 +9,8 @@ computed for the same checkpoint during the demo, keypoint for keypoint and in A
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import pickle
-import shutil
 from pathlib import Path
 
 import cv2
@@ -31,42 +28,6 @@ from jmipose.metrics.posetrack_ap import posetrack_ap
 
 REAL_CLIP = "posetrack18/videos/000001_mpiinew_test/000001_mpiinew_test.mp4"
 SEQUENCE = "200000_synth_val"   # the quick demo's validation video
-
-
-def _code_version() -> str:
-    """A hash of the package's Python sources and the torch version: a cached demo run is reused only
-    by the code that made it."""
-    digest = hashlib.sha256(torch.__version__.encode())
-    for path in sorted(Path(jmipose.__file__).parent.rglob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-@pytest.fixture(scope="session")
-def quick_demo(tmp_path_factory) -> Path:
-    """``jmipose demo --quick`` output, cached beside pytest's numbered temporary folders (they are
-    children of the same parent) so that later sessions with the same code skip the minute it takes."""
-    from jmipose.engine.demo import run_demo
-
-    parent = tmp_path_factory.getbasetemp().parent
-    cached = parent / f"jmipose-quick-demo-{_code_version()}"
-    if (cached / "results.json").is_file():
-        return cached
-    out = tmp_path_factory.mktemp("predict_quick_demo")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_demo(out, quick=True, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    for stale in parent.glob("jmipose-quick-demo-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    try:
-        shutil.copytree(out, cached.with_name(cached.name + ".partial"), dirs_exist_ok=True)
-        os.replace(cached.with_name(cached.name + ".partial"), cached)
-    except OSError:   # another session won the race, or no room: use this session's copy
-        return out
-    return cached
 
 
 @pytest.fixture(scope="session")
