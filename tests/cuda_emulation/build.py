@@ -65,7 +65,9 @@ def _fingerprint(compiler: str, op: str) -> str:
 
 
 def _cache_dir() -> Path:
-    folder = Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "jmipose-cuda-emulation")
+    # per user: another user's folder in a shared temp dir is not writable
+    default = Path(tempfile.gettempdir()) / f"jmipose-cuda-emulation-{os.getuid()}"
+    folder = Path(os.environ.get(CACHE_ENV) or default)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
