@@ -44,7 +44,7 @@ constexpr const char* kForwardName = "joint_motion_attention forward (cuda)";
 constexpr const char* kBackwardName = "joint_motion_attention backward (cuda)";
 
 // Launches through cudaLaunchKernel rather than <<<>>>: the same call on the caller's stream, and the file
-// stays plain C++ (tests/ops compile it on the CPU against an emulation of the CUDA runtime).
+// stays plain C++ (tests/cuda_emulation compiles it on the CPU against an emulation of the CUDA runtime).
 template <typename Params>
 int launch(void (*kernel)(Params), dim3 grid, int threads, size_t shared, cudaStream_t stream, Params params,
            const char* what) {

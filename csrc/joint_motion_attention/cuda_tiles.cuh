@@ -53,7 +53,7 @@ struct Tile {
 };
 
 #if defined(JMIPOSE_CUDA_EMULATION)
-// Defined by the CPU emulation of the CUDA runtime in tests/ops, which compiles these kernels with a C++
+// Defined by the CPU emulation of the CUDA runtime in tests/cuda_emulation, which compiles these kernels with a C++
 // compiler and runs them thread by thread: mma.sync reassembled from the 32 lanes' fragments following
 // the PTX ISA layout, so the tests check the fragment bookkeeping of the tensor-core path too.
 template <typename T>

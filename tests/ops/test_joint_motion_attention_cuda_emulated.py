@@ -2,7 +2,7 @@
 
 CI compiles csrc/joint_motion_attention/cuda.cu with nvcc but has no GPU to run it.  Here the same file,
 unchanged, is compiled by the host C++ compiler against the emulated CUDA runtime in
-tests/ops/cuda_emulation (std::threads for CUDA threads, barriers, shuffles, and mma.sync rebuilt from
+tests/cuda_emulation (std::threads for CUDA threads, barriers, shuffles, and mma.sync rebuilt from
 the PTX ISA fragment layout), and its C ABI is called with CPU tensors.  That checks the kernels'
 indexing, tiling, masking, online softmax, the register-fragment bookkeeping of both the tensor-core
 path (float16/bfloat16) and the FMA path (float32), the three-pass backward, and the host code (grid
@@ -14,36 +14,20 @@ the `gpu` tests cover those when a device is lent.
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.cuda_emulation.build import load_op
 from tests.ops.attention_problems import assert_matches_reference, make_problem
 
-ROOT = Path(__file__).resolve().parents[2]
-EMULATION = Path(__file__).resolve().parent / "cuda_emulation"
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 H100_SHARED = 227 * 1024
 
 
 @pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
-    """The CUDA source compiled for the CPU emulation (g++ >= 11 for C++20 <barrier>)."""
-    compiler = shutil.which("g++")
-    if compiler is None:
-        pytest.skip("no g++ to compile the CUDA source for the CPU emulation")
-    library = tmp_path_factory.mktemp("cuda_emulation") / "libjma_emulated.so"
-    command = [compiler, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-DJMIPOSE_CUDA_EMULATION",
-               f"-I{EMULATION}", f"-I{ROOT / 'csrc'}", "-x", "c++",
-               str(EMULATION / "joint_motion_attention_emulated.cpp"), "-o", str(library)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, f"compiling the CUDA source for the emulation failed:\n{result.stderr[-4000:]}"
-    lib = ctypes.CDLL(str(library))
-    lib.emu_last_error_message.restype = ctypes.c_char_p
-    return lib
+def emulated():
+    return load_op("joint_motion_attention")
 
 
 def _pointer(t):
@@ -83,13 +67,13 @@ def run_emulated(lib, problem, dtype, shared_limit=H100_SHARED):
     rc = lib.jmipose_joint_motion_attention_forward_cuda(
         *(_pointer(t) for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, out_m, out_j,
                                 lse_m, lse_j)), *tail)
-    assert rc == 0, lib.emu_last_error_message().decode()
+    assert rc == 0, lib.jmipose_cuda_last_error().decode()
     grad_out_m, grad_out_j = (cast(g) for g in problem["grads"])
     grads = [torch.full(t.shape, float("nan")) for t in (q_m, k_m, v_m, q_j, k_j, v_j)]  # float32 buffers
     rc = lib.jmipose_joint_motion_attention_backward_cuda(
         *(_pointer(t) for t in (grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j,
                                 mask_m, mask_j, lse_m, lse_j, *grads)), *tail)
-    assert rc == 0, lib.emu_last_error_message().decode()
+    assert rc == 0, lib.jmipose_cuda_last_error().decode()
     return dict(out=(out_m, out_j), lse=(lse_m, lse_j), grads=[g.to(dtype) for g in grads], launches=_launches(lib))
 
 
@@ -154,11 +138,11 @@ def test_argument_errors_are_reported(emulated):
     rc = emulated.jmipose_joint_motion_attention_forward_cuda(*[null] * 14, *sizes, ctypes.c_int64(256),
                                                               ctypes.c_double(1.0), ctypes.c_int32(0),
                                                               ctypes.c_int32(0), null)
-    assert rc != 0 and b"head_dim must be in 1..128" in emulated.emu_last_error_message()
+    assert rc != 0 and b"head_dim must be in 1..128" in emulated.jmipose_cuda_last_error()
     rc = emulated.jmipose_joint_motion_attention_forward_cuda(*[null] * 14, *sizes, ctypes.c_int64(16),
                                                               ctypes.c_double(1.0), ctypes.c_int32(0),
                                                               ctypes.c_int32(0), null)
-    assert rc != 0 and b"must not be NULL" in emulated.emu_last_error_message()
+    assert rc != 0 and b"must not be NULL" in emulated.jmipose_cuda_last_error()
     problem = make_problem(1, 1, 3, 3, 16, masks="none")
     with pytest.raises(AssertionError, match="unsupported dtype code 1"):
         run_emulated(emulated, problem, torch.float64)

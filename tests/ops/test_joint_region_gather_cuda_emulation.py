@@ -1,5 +1,5 @@
 """The CUDA source of joint_region_gather (csrc/joint_region_gather/cuda.cu: kernels, launch code and
-C ABI), compiled with g++ against a CPU stand-in of the CUDA runtime (tests/cuda_emulation) and run
+C ABI), compiled with g++ against the CPU emulation of the CUDA runtime (tests/cuda_emulation) and run
 on CPU tensors, against the float64 reference.
 
 CI has no GPU, so this is where the CUDA code's index math, tiling, shared-memory synchronisation
@@ -11,13 +11,11 @@ conversions, speed): the ``gpu`` tests in test_joint_region_gather_triton.py do.
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.cuda_emulation.build import load_op
 from tests.ops.joint_region_gather_cases import (
     BORDER_CASE,
     CASES,
@@ -30,25 +28,10 @@ from tests.ops.joint_region_gather_cases import (
     put_non_finite,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-EMULATION = ROOT / "tests" / "cuda_emulation"
-SOURCES = [ROOT / "csrc" / "joint_region_gather" / "cuda.cu", EMULATION / "last_error.cpp"]
-
 
 @pytest.fixture(scope="module")
-def emulated_library(tmp_path_factory) -> ctypes.CDLL:
-    compiler = shutil.which("g++")
-    if compiler is None:
-        pytest.skip("g++ is not installed")
-    library = tmp_path_factory.mktemp("cuda_emulation") / "libjrg_cuda_emulated.so"
-    command = [compiler, "-std=c++17", "-O1", "-fPIC", "-shared", "-pthread", "-Wall", "-Wextra", "-Werror",
-               "-Wno-unused-parameter", "-Wno-unknown-pragmas", "-DJMIPOSE_CUDA_EMULATION",
-               f"-I{EMULATION}", f"-I{ROOT / 'csrc'}", "-x", "c++", *map(str, SOURCES), "-o", str(library)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"emulation build failed:\n{result.stderr[-4000:]}"
-    lib = ctypes.CDLL(str(library))
-    lib.jmipose_cuda_last_error.restype = ctypes.c_char_p
-    return lib
+def emulated_library() -> ctypes.CDLL:
+    return load_op("joint_region_gather")
 
 
 def _pointer(tensor: torch.Tensor | None) -> ctypes.c_void_p:

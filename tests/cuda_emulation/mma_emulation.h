@@ -5,21 +5,28 @@
 // (+8 for a4..a7); B: row 2 threadID_in_group + (i & 1) (+8 for b2, b3), col groupID; C: row groupID
 // (+8 for c2, c3), col 2 threadID_in_group + (i & 1); two 16-bit elements per register, the lower index
 // in the low half) and returns its part of D = A B + C.
+// An op whose source calls mma.sync under JMIPOSE_CUDA_EMULATION forwards to emu_mma_m16n8k16<T>.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
-namespace jmipose {
-namespace attention_cuda {
+#include "cuda_bf16.h"
+#include "cuda_fp16.h"
+#include "cuda_runtime.h"
+
+inline float emu_to_float(__half value) { return __half2float(value); }
+inline float emu_to_float(__nv_bfloat16 value) { return __bfloat162float(value); }
+
 template <typename T>
 float emu_half_to_float(uint16_t bits) {
   T value;
   std::memcpy(&value, &bits, 2);
-  return to_float(value);
+  return emu_to_float(value);
 }
+
 template <typename T>
-void emulated_mma_16x8x16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+void emu_mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   uint32_t* all_a = emu_block->mma_a.data() + warp * 32 * 4;
   uint32_t* all_b = emu_block->mma_b.data() + warp * 32 * 2;
@@ -57,5 +64,3 @@ void emulated_mma_16x8x16(float (&c)[4], const uint32_t (&a)[4], const uint32_t 
     c[i] = static_cast<float>(sum);
   }
 }
-}  // namespace attention_cuda
-}  // namespace jmipose
