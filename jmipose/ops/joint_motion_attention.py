@@ -63,7 +63,10 @@ def _scores(query: Tensor, key: Tensor, key_mask: Tensor | None, scale: float) -
 def _probabilities(scores: Tensor, key_mask: Tensor | None) -> Tensor:
     probs = torch.softmax(scores, dim=-1)
     if key_mask is not None:  # all keys masked: softmax gives NaN; define the result as zero weights
-        probs = torch.nan_to_num(probs, nan=0.0)
+        # Only those rows: a NaN score from a NaN query or key must still propagate (nan_to_num over
+        # the whole tensor turned it into zero weights when a mask was given, but not without one).
+        all_masked = key_mask.all(dim=-1)[:, None, None, None]
+        probs = probs.masked_fill(all_masked, 0.0)
     return probs
 
 
