@@ -19,6 +19,7 @@ decodes.  The estimate counts what the call itself allocates, not what already e
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -82,6 +83,7 @@ def memory_limit(limit: int | None) -> Iterator[None]:
         _override = saved
 
 
+@functools.lru_cache(maxsize=None)  # asked on every op call; a machine's memory does not change
 def _device_memory(device_type: str, index: int | None) -> int | None:
     if device_type == "cuda":
         import torch
