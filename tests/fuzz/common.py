@@ -116,6 +116,27 @@ def assert_matches(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, wh
     assert err <= bound, f"{what}: max error {err:.3g} > {bound:.3g} ({dtype})"
 
 
+class Tally:
+    """Counts what the examples of one test covered; with ``JMIPOSE_FUZZ_REPORT=<file>`` a JSON line per
+    test is appended there (how docs/RELIABILITY.md's table was made)."""
+
+    def __init__(self, test: str):
+        self.test, self.counts = test, {"examples": 0}
+
+    def add(self, *features: str) -> None:
+        self.counts["examples"] += 1
+        for feature in features:
+            self.counts[feature] = self.counts.get(feature, 0) + 1
+
+    def write(self) -> None:
+        path = os.environ.get("JMIPOSE_FUZZ_REPORT")
+        if path:
+            import json
+
+            with open(path, "a") as handle:
+                handle.write(json.dumps({"test": self.test, **self.counts}) + "\n")
+
+
 def error_message_names(message: str, op: str, argument: str) -> bool:
     return message.startswith(f"{op}:") and argument in message
 

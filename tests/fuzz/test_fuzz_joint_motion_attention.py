@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 import jmipose
 from jmipose.ops.joint_motion_attention import _BACKEND_DTYPES, joint_motion_attention_reference
 from tests.backends import backend_params, require_backend
-from tests.fuzz.common import LAYOUTS, NON_FINITE, assert_matches, budget, dtypes_for, lay_out, seeds, sprinkle
+from tests.fuzz.common import (LAYOUTS, NON_FINITE, Tally, assert_matches, budget, dtypes_for, lay_out, seeds,
+                               sprinkle)
 
 pytestmark = pytest.mark.fuzz
 TOKENS = ("q_m", "k_m", "v_m", "q_j", "k_j", "v_j", "res_m", "res_j")
@@ -100,6 +101,7 @@ def test_fuzz_matches_float64_reference(backend):
     device = require_backend(backend)
     small = backend == "triton" and device.type == "cpu"
     dtypes = dtypes_for(backend, device, _BACKEND_DTYPES)
+    tally = Tally(f"joint_motion_attention[{backend}]")
 
     @settings(max_examples=budget(backend, device), deadline=None)
     @given(p=problems(small), dtype=st.sampled_from(dtypes), seed=seeds,
@@ -115,6 +117,11 @@ def test_fuzz_matches_float64_reference(backend):
         want, want_grads = expected(rounded, p["scale"], grad_outputs)
         got, got_grads = actual(inputs, p["scale"], grad_outputs, backend, device, dtype, layouts)
         nonfinite = values == "nonfinite"
+        tally.add(f"values_{values}", f"masks_{p['masks']}", str(dtype).replace("torch.", ""),
+                  *(f"layout_{layout}" for layout in set(layouts.values())),
+                  *(["batch_0"] if p["batch"] == 0 else []), *(["no_tokens"] if 0 in (p["n_m"], p["n_j"]) else []),
+                  *(["tokens_over_40"] if max(p["n_m"], p["n_j"]) > 40 else []),
+                  f"scale_{p['scale']}", f"residual_{p['residual']}")
         for name, g, w in zip(("out_m", "out_j"), got, want):
             assert_matches(g, w, dtype, f"{backend} {name}", nonfinite)
         for name, grad in got_grads.items():
@@ -122,6 +129,7 @@ def test_fuzz_matches_float64_reference(backend):
             assert_matches(grad, want_grads[name], dtype, f"{backend} grad {name}", nonfinite, gradient=True)
 
     check()
+    tally.write()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 import jmipose
 from jmipose.ops.joint_region_gather import _DTYPES, joint_region_gather_reference
 from tests.backends import backend_params, require_backend
-from tests.fuzz.common import (HUGE, LAYOUTS, NON_FINITE, assert_matches, budget, dtypes_for, lay_out, seeds,
-                               sprinkle)
+from tests.fuzz.common import (HUGE, LAYOUTS, NON_FINITE, Tally, assert_matches, budget, dtypes_for, lay_out,
+                               seeds, sprinkle)
 
 pytestmark = pytest.mark.fuzz
 NAMES = ("input", "offset", "mask", "weight", "bias")
@@ -107,6 +107,7 @@ def test_fuzz_matches_float64_reference(backend):
     device = require_backend(backend)
     small = backend == "triton" and device.type == "cpu"
     dtypes = dtypes_for(backend, device, _DTYPES)
+    tally = Tally(f"joint_region_gather[{backend}]")
 
     @settings(max_examples=budget(backend, device), deadline=None)
     @given(g=geometries(small), dtype=st.sampled_from(dtypes), seed=seeds,
@@ -122,12 +123,18 @@ def test_fuzz_matches_float64_reference(backend):
         want, want_grads = expected(rounded, g, grad_output)
         got, got_grads = actual(tensors, g, grad_output, backend, device, dtype, layouts)
         nonfinite = values == "nonfinite"
+        tally.add(f"offsets_{offsets}", f"values_{values}", str(dtype).replace("torch.", ""),
+                  *(f"layout_{layout}" for layout in set(layouts.values())),
+                  *(["batch_0"] if g["batch"] == 0 else []), *(["zero_size_image"] if 0 in g["size"] else []),
+                  *(["image_over_9"] if max(g["size"]) > 9 else []),
+                  *(["stride_3"] if 3 in g["stride"] else []), *(["dilation_3"] if 3 in g["dilation"] else []))
         assert_matches(got, want, dtype, f"{backend} output", nonfinite)
         for name, grad in got_grads.items():
             assert grad.dtype == dtype, name
             assert_matches(grad, want_grads[name], dtype, f"{backend} grad {name}", nonfinite, gradient=True)
 
     check()
+    tally.write()
 
 
 # ---------------------------------------------------------------------------------------------
