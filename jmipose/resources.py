@@ -37,8 +37,8 @@ class ResourceLimitError(MemoryError):
 
     def __init__(self, what: str, needed: int, limit: int, source: str):
         self.what, self.needed, self.limit = what, int(needed), int(limit)
-        super().__init__(f"{what} would need {format_bytes(needed)} ({needed} bytes), more than the memory limit "
-                         f"of {format_bytes(limit)} ({source}); use smaller inputs or raise the limit "
+        super().__init__(f"{what} would need {format_bytes(needed)} ({needed} bytes), more than the memory "
+                         f"limit of {format_bytes(limit)} ({source}); use smaller inputs or raise the limit "
                          f"({ENV}=<bytes>, or jmipose.resources.memory_limit(...))")
 
 
@@ -117,5 +117,5 @@ def check_bytes(what: str, needed: int, device: object = "cpu") -> None:
         raise ResourceLimitError(what, needed, limit, source)
 
 
-__all__ = ["ENV", "ResourceLimitError", "check_bytes", "format_bytes", "max_bytes", "memory_limit", "parse_bytes",
-           "set_max_bytes"]
+__all__ = ["ENV", "ResourceLimitError", "check_bytes", "format_bytes", "max_bytes", "memory_limit",
+           "parse_bytes", "set_max_bytes"]

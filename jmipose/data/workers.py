@@ -88,14 +88,16 @@ class SampleTracker(torch.utils.data.Dataset):
         rows = [row.tolist() for row in self.slots]
         suspects = [r for r in rows if r[_PID] in pids] or [r for r in rows if r[_BUSY] == 1]
         if not suspects:
-            return WorkerDiedError(f"{error} (no sample was being loaded when it died: it died starting up or "
-                                   f"while collating a batch)")
+            return WorkerDiedError(f"{error} (no sample was being loaded when it died: it died starting up "
+                                   f"or while collating a batch)")
         pid, epoch, index, busy = suspects[0]
         what = "while loading" if busy == 1 else "after loading (while collating the batch of)"
         epoch_text = f" of epoch {epoch}" if epoch >= 0 else ""
-        others = "" if len(suspects) == 1 else f"; other workers were busy with samples {[r[_INDEX] for r in suspects[1:]]}"
-        return WorkerDiedError(f"{error}: worker pid {pid} died {what} {self.describe(index)}{epoch_text}{others}. "
-                               f"Load that sample with num_workers=0 to see the failure in the main process",
+        also_busy = [r[_INDEX] for r in suspects[1:]]
+        others = f"; other workers were busy with samples {also_busy}" if also_busy else ""
+        return WorkerDiedError(f"{error}: worker pid {pid} died {what} {self.describe(index)}{epoch_text}"
+                               f"{others}. Load that sample with num_workers=0 to see the failure in the main "
+                               f"process",
                                index=index, epoch=epoch if epoch >= 0 else None, pid=pid)
 
 
@@ -123,7 +125,8 @@ def batches(loader: Iterable, tracker: SampleTracker | None) -> Iterator[Any]:
         yield batch
 
 
-def make_loader(dataset, *, num_workers: int, **kwargs) -> tuple[torch.utils.data.DataLoader, SampleTracker | None]:
+def make_loader(dataset, *, num_workers: int,
+                **kwargs) -> tuple[torch.utils.data.DataLoader, SampleTracker | None]:
     """A DataLoader with :func:`worker_init` and, with workers, a :class:`SampleTracker`."""
     tracker = SampleTracker(dataset, num_workers) if num_workers > 0 else None
     loader = torch.utils.data.DataLoader(tracker if tracker is not None else dataset, num_workers=num_workers,

@@ -57,8 +57,8 @@ def predict(model: nn.Module, dataset, cfg: EvalConfig, device: torch.device | s
             progress: bool = False) -> list[PersonPrediction]:
     """Keypoints of every sample of ``dataset`` (a dataset of the sample contract, not augmented)."""
     device = torch.device(device)
-    loader, tracker = make_loader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
-                                  pin_memory=device.type == "cuda")
+    loader, tracker = make_loader(dataset, batch_size=cfg.batch_size, shuffle=False,
+                                  num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     model.eval()
     people: list[PersonPrediction] = []
     stream = batches(loader, tracker)  # a dead worker is reported with the sample it was loading

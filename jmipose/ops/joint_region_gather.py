@@ -306,7 +306,7 @@ def _check_memory(input: Tensor, offset: Tensor, weight: Tensor, backend: str) -
     if torch.is_grad_enabled() and any(t.requires_grad for t in (input, offset, weight)):
         needed += (input.numel() + 2 * offset.numel() + weight.numel()) * element
     if backend == "reference":
-        needed += 4 * batch * in_channels * taps * pixels * element + 4 * batch * offset_groups * taps * pixels * 8
+        needed += 4 * batch * taps * pixels * (in_channels * element + offset_groups * 8)
     elif backend == "cpp":
         threads = max(1, torch.get_num_threads())
         needed += threads * (3 * in_channels * height * width + out_channels * in_channels * taps) * element
