@@ -28,7 +28,8 @@ TOKENS = ("q_m", "k_m", "v_m", "q_j", "k_j", "v_j", "res_m", "res_j")
 def problems(draw, small: bool):
     big = not small and draw(st.integers(0, 14)) == 0
     top = 12 if small else (300 if big else 40)
-    return dict(batch=draw(st.sampled_from([0, 1, 1, 2] if not small else [0, 1])),
+    # the first choice is the one hypothesis favours (and shrinks to): a real batch, empty 1 time in 4
+    return dict(batch=draw(st.sampled_from([1, 2, 1, 0] if not small else [1, 1, 1, 0])),
                 heads=draw(st.integers(1, 1 if small else 3)),
                 n_m=draw(st.integers(0, top)), n_j=draw(st.integers(0, top)),
                 d=draw(st.sampled_from([1, 2, 3, 8, 16, 17, 32, 64] if not small else [1, 3, 16])),

@@ -43,7 +43,8 @@ def geometries(draw, small: bool):
     for i in range(2):  # the output must have at least one pixel: pad what the kernel's span needs
         span = dilation[i] * (kernel[i] - 1) + 1
         padding[i] = max(padding[i], (span - size[i] + 1) // 2)
-    return dict(batch=draw(st.sampled_from([0, 1, 1, 2]) if not small else st.sampled_from([0, 1])),
+    # the first choice is the one hypothesis favours (and shrinks to): a real batch, empty 1 time in 4
+    return dict(batch=draw(st.sampled_from([1, 2, 1, 0]) if not small else st.sampled_from([1, 1, 1, 0])),
                 in_channels=in_channels, out_channels=groups * draw(st.integers(1, 3)), size=tuple(size),
                 kernel=kernel, stride=stride, padding=tuple(padding), dilation=dilation, groups=groups,
                 offset_groups=offset_groups, mask=draw(st.booleans()), bias=draw(st.booleans()))
