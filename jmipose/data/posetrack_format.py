@@ -104,6 +104,13 @@ def load_json(path: str | Path):
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(path, None, f"not valid JSON (truncated or corrupt file?): {exc}") from None
+    except RecursionError:
+        raise DataError(path, None, "not valid JSON here: nested too deeply to parse") from None
+
+
+def _too_big(value) -> bool:
+    """An integer literal no float or int64 holds (JSON allows 10**400 written out in digits)."""
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2 ** 63
 
 
 def _unwrap(value, file, where):
@@ -131,17 +138,25 @@ def _as_int(value, file, where) -> int:
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer()))
+        or _too_big(value)
     ):
-        raise DataError(file, where, f"expected an integer, got {value!r}")
+        raise DataError(file, where, f"expected an integer, got {_shown(value)}")
     return int(value)
 
 
 def _as_float(value, file, where) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(file, where, f"expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise DataError(file, where, f"expected a finite number, got {value!r}")
+    if _too_big(value) or not math.isfinite(value):
+        raise DataError(file, where, f"expected a finite number, got {_shown(value)}")
     return float(value)
+
+
+def _shown(value) -> str:
+    """``repr`` of a value for a message, a huge integer as its digit count."""
+    if _too_big(value):
+        return f"an integer of {len(str(abs(value)))} digits"
+    return repr(value)
 
 
 def _as_bool(value, file, where) -> bool:
@@ -160,6 +175,8 @@ def _as_numbers(value, file, where, length: int | None = None) -> np.ndarray:
     for i, v in enumerate(value):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise DataError(file, f"{where}[{i}]", f"expected a number, got {v!r}")
+        if _too_big(v):
+            raise DataError(file, f"{where}[{i}]", f"expected a finite number, got {_shown(v)}")
     array = np.asarray(value, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(array))
     if bad.size:

@@ -33,6 +33,7 @@ import numpy as np
 from jmipose.data.errors import DataError
 from jmipose.data.frames import IMAGE_EXTENSIONS, read_image_rgb
 from jmipose.data.window import DEFAULT_WINDOW, key_index, normalize_window, window_indices, window_offsets
+from jmipose.resources import check_bytes
 
 logger = logging.getLogger("jmipose.data")
 
@@ -211,6 +212,7 @@ class VideoReader:
         else:
             capture = self._open_capture()
             try:
+                self._check_frame_memory(capture)
                 ok, first = capture.read()
                 if not ok or first is None:
                     raise DataError(
@@ -232,6 +234,16 @@ class VideoReader:
                 self.path, None, "cannot open the file as a video (corrupt, truncated or unsupported format)"
             )
         return capture
+
+    def _check_frame_memory(self, capture: cv2.VideoCapture) -> None:
+        """Refuses, before decoding, a video whose frames would not fit the memory limit of
+        :mod:`jmipose.resources`: a decoded BGR frame, its RGB copy and, in the background, the queue."""
+        width, height = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+        if not (np.isfinite(width) and np.isfinite(height)) or width <= 0 or height <= 0:
+            return  # the container does not say; the first decoded frame is checked by its size below
+        frames = 2 + (self.queue_size if self.background else 0)
+        check_bytes(f"{self.path}: decoding {int(width)}x{int(height)} frames ({frames} held at once)",
+                    int(width) * int(height) * 3 * frames)  # the caller's finally releases the capture
 
     @property
     def size(self) -> tuple[int, int]:

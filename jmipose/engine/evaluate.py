@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from jmipose.config import EvalConfig
+from jmipose.data.workers import batches, make_loader
 from jmipose.decode import decode_heatmaps, heatmap_to_image, merge_flipped, oks_nms, rescore
 from jmipose.fileio import atomic_write_json
 from jmipose.joints import FLIP_PAIRS, KEYPOINT_NAMES, SKELETON
@@ -56,16 +57,16 @@ def predict(model: nn.Module, dataset, cfg: EvalConfig, device: torch.device | s
             progress: bool = False) -> list[PersonPrediction]:
     """Keypoints of every sample of ``dataset`` (a dataset of the sample contract, not augmented)."""
     device = torch.device(device)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False,
-                                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    loader, tracker = make_loader(dataset, batch_size=cfg.batch_size, shuffle=False,
+                                  num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     model.eval()
     people: list[PersonPrediction] = []
-    batches = loader
+    stream = batches(loader, tracker)  # a dead worker is reported with the sample it was loading
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(loader, desc="evaluate", unit="batch", leave=False)
-    for batch in batches:
+        stream = tqdm(stream, total=len(loader), desc="evaluate", unit="batch", leave=False)
+    for batch in stream:
         frames = batch["frames"].to(device)
         heatmaps = _heatmaps(model(frames), cfg.heatmaps).float()
         if cfg.flip_test:

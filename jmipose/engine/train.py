@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from jmipose.config import TrainConfig
+from jmipose.data.workers import batches, make_loader
 from jmipose.engine.distributed import (
     DistInfo, EpochSampler, SeededSamples, accepts_epoch_index, barrier, mix_seed, pick_device,
     seed_everything,
@@ -167,7 +168,8 @@ class Trainer:
             dataset = SeededSamples(dataset, self.seed)
         self.sampler = EpochSampler(len(self.train_set), seed=self.seed, rank=self.dist.rank,
                                     world_size=self.dist.world_size)
-        self.loader = torch.utils.data.DataLoader(
+        # workers record the sample they load: a worker that dies is reported with that sample
+        self.loader, self.sample_tracker = make_loader(
             dataset, batch_size=self.cfg.batch_size, sampler=self.sampler, num_workers=self.cfg.num_workers,
             collate_fn=self.collate_fn, pin_memory=device.type == "cuda", drop_last=False)
 
@@ -282,7 +284,7 @@ class Trainer:
 
             join = Join([self.train_model])
         with join:
-            for batch in self.loader:
+            for batch in batches(self.loader, self.sample_tracker):
                 loss, parts, size = self._step(batch)
                 self.position.step_in_epoch += 1
                 self.position.global_step += 1

@@ -245,7 +245,7 @@ def load_and_check(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike
             problems.append(f"no prediction file for sequence {gt.name}: expected {path}")
             continue
         try:
-            pred = load_sequence(path, want_scores=require_scores, problems=problems)
+            pred = load_sequence(path, want_scores=require_scores, problems=problems, predictions=True)
         except ValueError as e:
             problems.append(str(e))
             continue

@@ -90,7 +90,10 @@ class Sequence:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A JSON number a float holds (an integer literal such as 1e400 written out in digits does not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not isinstance(value, int) or abs(value) < 2 ** 1023
 
 
 def _first(value: Any) -> Any:
@@ -108,6 +111,8 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON here (nested too deeply to parse)") from None
 
 
 def sequence_name(path: Path) -> str:
@@ -192,7 +197,8 @@ def _coco_ignore_regions(image: dict, where: str, problems: list[str]) -> list[n
     return regions
 
 
-def _parse_coco(data: dict, path: Path, want_scores: bool, problems: list[str]) -> list[Frame]:
+def _parse_coco(data: dict, path: Path, want_scores: bool, problems: list[str],
+                predictions: bool = False) -> list[Frame]:
     images, anns = data.get("images"), data.get("annotations", [])
     if not isinstance(images, list) or not isinstance(anns, list):
         problems.append(f"{path}: 'images' and 'annotations' must be lists")
@@ -204,6 +210,9 @@ def _parse_coco(data: dict, path: Path, want_scores: bool, problems: list[str]) 
     for i, image in enumerate(images):
         if not isinstance(image, dict) or "id" not in image:
             problems.append(f"{path}: images[{i}] has no 'id'")
+            continue
+        if not isinstance(image["id"], int) or isinstance(image["id"], bool):
+            problems.append(f"{path}: images[{i}].id must be an integer, got {image['id']!r}")
             continue
         name = str(image.get("file_name", f"images[{i}]"))
         frame = Frame(name, image["id"], image,
@@ -217,9 +226,17 @@ def _parse_coco(data: dict, path: Path, want_scores: bool, problems: list[str]) 
         if not isinstance(ann, dict) or "image_id" not in ann:
             problems.append(f"{path}: annotations[{a}] has no 'image_id'")
             continue
-        frame = by_id.get(ann["image_id"])
+        image_id = ann["image_id"]
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            problems.append(f"{path}: annotations[{a}].image_id must be an integer, got {image_id!r}")
+            continue
+        frame = by_id.get(image_id)
         if frame is None:
-            continue  # a person on an image this file does not list: poseval never sees it
+            # A ground-truth person on an image the file does not list: poseval never sees it.  A
+            # prediction there is a mistake that would silently cost recall: refuse it.
+            if predictions:
+                problems.append(f"{path}: annotations[{a}].image_id {image_id} names no image in 'images'")
+            continue
         frame.num_annotations += 1
         person = _coco_person(ann, table, f"{path}: {frame.name} annotations[{a}]", problems, want_scores)
         if person is not None:
@@ -296,14 +313,16 @@ def _parse_annolist(data: dict, path: Path, want_scores: bool, problems: list[st
     return frames
 
 
-def load_sequence(path: str | os.PathLike, *, want_scores: bool, problems: list[str]) -> Sequence:
-    """Parse one per-sequence file (either layout); format problems are appended to ``problems``."""
+def load_sequence(path: str | os.PathLike, *, want_scores: bool, problems: list[str],
+                  predictions: bool = False) -> Sequence:
+    """Parse one per-sequence file (either layout); format problems are appended to ``problems``.
+    ``predictions``: the file holds predictions (a person on an image it does not list is an error)."""
     path = Path(path)
     data = read_json(path)
     if isinstance(data, dict) and "annolist" in data:
         layout, frames = "annolist", _parse_annolist(data, path, want_scores, problems)
     elif isinstance(data, dict) and "images" in data:
-        layout, frames = "coco", _parse_coco(data, path, want_scores, problems)
+        layout, frames = "coco", _parse_coco(data, path, want_scores, problems, predictions)
     else:
         problems.append(f"{path}: neither a PoseTrack18/21 file ('images', 'annotations') nor a "
                         f"PoseTrack17 file ('annolist')")

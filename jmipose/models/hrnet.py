@@ -317,7 +317,14 @@ def load_hrnet_weights(model: PoseHighResolutionNet,
 
             source = load_file(str(path))
         else:
-            source = torch.load(str(path), map_location="cpu", weights_only=True)
+            import pickle
+
+            try:  # weights_only: only tensors and plain containers; any other object is refused
+                source = torch.load(str(path), map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise ValueError(f"HRNet weights: {path} is not a plain tensor file (it was not unpickled: "
+                                 f"{first_line})") from error
     state = unwrap_state_dict(source)
     load_state_dict_strict(model, state, optional_suffixes=("num_batches_tracked",), what="HRNet weights")
     return model

@@ -34,6 +34,7 @@ import math
 import torch
 from torch import Tensor
 
+from jmipose import resources
 from jmipose.ops import _backends
 from jmipose.ops._checks import check_float_tensor, check_same_device_dtype
 
@@ -62,7 +63,10 @@ def _scores(query: Tensor, key: Tensor, key_mask: Tensor | None, scale: float) -
 def _probabilities(scores: Tensor, key_mask: Tensor | None) -> Tensor:
     probs = torch.softmax(scores, dim=-1)
     if key_mask is not None:  # all keys masked: softmax gives NaN; define the result as zero weights
-        probs = torch.nan_to_num(probs, nan=0.0)
+        # Only those rows: a NaN score from a NaN query or key must still propagate (nan_to_num over
+        # the whole tensor turned it into zero weights when a mask was given, but not without one).
+        all_masked = key_mask.all(dim=-1)[:, None, None, None]
+        probs = probs.masked_fill(all_masked, 0.0)
     return probs
 
 
@@ -309,6 +313,26 @@ def _check_arguments(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, scale, mask_m, 
     return float(scale)
 
 
+def _check_memory(q_m: Tensor, q_j: Tensor, needs_grad: bool, backend: str) -> None:
+    """Refuses (ResourceLimitError) a call whose own allocations would exceed the memory limit of
+    :mod:`jmipose.resources`: outputs and log-sum-exps, the six token gradients when autograd will want
+    them, and for the reference backend the materialised B x h x N_m x N_j scores (two matrices live
+    per direction in forward, three in backward)."""
+    if torch.compiler.is_compiling():  # a Python-side guard; traced graphs are checked when run eagerly
+        return
+    batch, heads, n_m, head_dim = q_m.shape
+    n_j, element = q_j.shape[2], q_m.element_size()
+    tokens = batch * heads * (n_m + n_j)
+    needed = tokens * head_dim * element + tokens * 8
+    if needs_grad:
+        needed += 3 * tokens * head_dim * max(element, 4)
+    if backend == "reference":
+        compute = 8 if q_m.dtype == torch.float64 else 4
+        needed += (3 if needs_grad else 2) * batch * heads * n_m * n_j * compute
+    resources.check_bytes(f"{_OP} ({backend}) with B={batch}, h={heads}, N_m={n_m}, N_j={n_j}, d={head_dim}",
+                          needed, q_m.device)
+
+
 def _supported_for(dtype: torch.dtype) -> tuple[str, ...]:
     return tuple(name for name in _SUPPORTED if dtype in _BACKEND_DTYPES[name])
 
@@ -330,6 +354,9 @@ def joint_motion_attention(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k
         allowed = ", ".join(str(d).replace("torch.", "") for d in _BACKEND_DTYPES[backend])
         raise TypeError(f"{_OP}: backend {backend!r} supports {allowed}; got q_m of dtype {q_m.dtype}")
     name = _backends.resolve_backend_cached(backend, q_m.device.type, _OP, _supported_for(q_m.dtype))
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j))
+    _check_memory(q_m, q_j, needs_grad, name)
     out_m, out_j, _, _ = torch.ops.jmipose.joint_motion_attention(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j,
                                                                   mask_m, mask_j, scale, name)
     return out_m, out_j

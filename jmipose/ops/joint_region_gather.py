@@ -17,7 +17,8 @@ the offset gradient on the line py = -1 (or px = -1) is the derivative from insi
 Non-finite offsets (NaN, +-inf, or so large that the coordinate leaves the image) are defined: the
 sample reads zero and every gradient through it (offset, mask, input) is zero; no backend ever
 converts such a coordinate to an integer or reads memory for it.  (torchvision leaves this case
-undefined.)
+undefined.)  An image with zero height or width (padding still gives output pixels) is defined the
+same way: every sample reads zero, the output is the bias.
 
 Backends (``backend=``; None picks the fastest live one for the device):
 
@@ -43,6 +44,7 @@ import ctypes
 import torch
 from torch import Tensor
 
+from jmipose import resources
 from jmipose.ops import _backends
 from jmipose.ops._checks import check_float_tensor, check_same_device_dtype
 
@@ -74,6 +76,8 @@ def _bilinear_gather(image: Tensor, py: Tensor, px: Tensor) -> Tensor:
     """Bilinear samples of ``image`` [N, C, H, W] at ``py``/``px`` [N, P] (pixel units), zero outside
     the image; returns [N, C, P]."""
     n, c, h, w = image.shape
+    if h == 0 or w == 0:  # a 0-pixel image (padding still gives outputs): every sample reads zero
+        return image.new_zeros(n, c, py.shape[1])
     finite = torch.isfinite(py) & torch.isfinite(px)
     py = torch.where(finite, py, torch.full_like(py, -2.0))
     px = torch.where(finite, px, torch.full_like(px, -2.0))
@@ -136,8 +140,10 @@ def joint_region_gather_reference(input: Tensor, offset: Tensor, weight: Tensor,
 
     group_channels = in_channels // offset_groups
     images = input.reshape(batch * offset_groups, group_channels, height, width)
-    samples = _bilinear_gather(images, py.reshape(batch * offset_groups, -1), px.reshape(batch * offset_groups, -1))
-    samples = samples * modulation.reshape(batch * offset_groups, 1, -1)
+    points = taps * out_h * out_w  # explicit, not -1: a batch of 0 leaves -1 ambiguous
+    samples = _bilinear_gather(images, py.reshape(batch * offset_groups, points),
+                               px.reshape(batch * offset_groups, points))
+    samples = samples * modulation.reshape(batch * offset_groups, 1, points)
     # columns [B, Cin, K, Hout*Wout] -> per conv group matmul with the weights
     columns = samples.reshape(batch, in_channels, taps, out_h * out_w)
     columns = columns.reshape(batch, groups, channels_per_group * taps, out_h * out_w)
@@ -284,6 +290,31 @@ def _check_arguments(input: object, offset: object, weight: object, bias: object
         raise ValueError(f"{_OP}: bias must have shape ({out_channels},), got {tuple(bias.shape)}")
 
 
+def _check_memory(input: Tensor, offset: Tensor, weight: Tensor, backend: str) -> None:
+    """Refuses (ResourceLimitError) a call whose own allocations would exceed the memory limit of
+    :mod:`jmipose.resources`: the output, the gradients when autograd will want them, and the
+    backend's workspace (the reference materialises the bilinear samples of every tap, several
+    [B, Cin*kh*kw, Hout*Wout] tensors plus int64 corner indices; the C++ kernel keeps per-thread
+    copies of one image and its gradient)."""
+    if torch.compiler.is_compiling():  # a Python-side guard; traced graphs are checked when run eagerly
+        return
+    batch, in_channels, height, width = input.shape
+    out_channels, _, kh, kw = weight.shape
+    pixels = offset.shape[2] * offset.shape[3]
+    taps, element = kh * kw, input.element_size()
+    offset_groups = offset.shape[1] // (2 * taps)
+    needed = batch * out_channels * pixels * element
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (input, offset, weight)):
+        needed += (input.numel() + 2 * offset.numel() + weight.numel()) * element
+    if backend == "reference":
+        needed += 4 * batch * taps * pixels * (in_channels * element + offset_groups * 8)
+    elif backend == "cpp":
+        threads = max(1, torch.get_num_threads())
+        needed += threads * (3 * in_channels * height * width + out_channels * in_channels * taps) * element
+    resources.check_bytes(f"{_OP} ({backend}) on input {list(input.shape)}, offset {list(offset.shape)}, "
+                          f"weight {list(weight.shape)}", needed, input.device)
+
+
 def _check_dtype(backend: str, dtype: torch.dtype) -> None:
     if dtype not in _DTYPES[backend]:
         allowed = ", ".join(str(d).replace("torch.", "") for d in _DTYPES[backend])
@@ -315,6 +346,9 @@ def _forward(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor,
     out_shape = (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
     if input.shape[0] == 0:
         return input.new_zeros(out_shape)
+    if input.shape[2] == 0 or input.shape[3] == 0:  # a 0-pixel image (padding gives outputs): samples read 0
+        output = input.new_zeros(out_shape)
+        return output + bias.view(1, -1, 1, 1) if bias is not None else output
     if backend == "reference":
         return joint_region_gather_reference(input, offset, weight, bias, stride, padding, dilation,
                                              mask).contiguous()
@@ -363,9 +397,12 @@ def _backward(grad_output: Tensor, input: Tensor, offset: Tensor, mask: Tensor |
     """Gradients w.r.t. (input, offset, mask, weight, bias); None where ``needs`` is False."""
     needs = [bool(n) for n in needs]
     needs[2] = needs[2] and mask is not None
-    if input.shape[0] == 0:
+    if input.numel() == 0:  # no batch, or a 0-pixel image: every sample read zero
         like = (input, offset, mask, weight, weight.new_empty(weight.shape[0]))
-        return [torch.zeros_like(t) if need else None for t, need in zip(like, needs)]
+        grads = [torch.zeros_like(t) if need else None for t, need in zip(like, needs)]
+        if needs[4]:
+            grads[4] = grad_output.sum(dim=(0, 2, 3)).to(weight.dtype)
+        return grads
     if backend == "reference":
         return joint_region_gather_reference_backward(grad_output, input, offset, mask, weight, stride, padding,
                                                       dilation, tuple(needs))
@@ -478,6 +515,7 @@ def joint_region_gather(input: Tensor, offset: Tensor, weight: Tensor, bias: Ten
                                                        widen(bias), *stride, *padding, *dilation, name)
         return output.to(input.dtype)
     _check_dtype(name, input.dtype)
+    _check_memory(input, offset, weight, name)
     return torch.ops.jmipose.joint_region_gather(input, offset, mask, weight, bias, *stride, *padding, *dilation,
                                                  name)
 

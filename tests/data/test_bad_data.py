@@ -102,6 +102,47 @@ JSON_CASES = {
         "images[0].ignore_regions_y[0]",
         "expected 3 numbers, got 2",
     ),
+    # wrong types and non-finite numbers (issue 10's list of corrupt inputs)
+    "infinite keypoint": (
+        _set(["annotations", 0, "keypoints", 0], math.inf),
+        "annotations[0].keypoints[0]",
+        r"expected a finite number, got inf",
+    ),
+    "keypoint written as 10**400": (
+        _set(["annotations", 0, "keypoints", 0], 10**400),
+        "annotations[0].keypoints[0]",
+        "expected a finite number, got an integer of 401 digits",
+    ),
+    "boolean keypoint": (
+        _set(["annotations", 0, "keypoints", 0], True),
+        "annotations[0].keypoints[0]",
+        "expected a number, got True",
+    ),
+    "keypoints an object": (
+        _set(["annotations", 0, "keypoints"], {"x": 1}),
+        "annotations[0].keypoints",
+        "expected a list of numbers, got dict",
+    ),
+    "NaN box": (_set(["annotations", 0, "bbox", 0], math.nan), "annotations[0].bbox[0]", "finite number"),
+    "infinite box size": (_set(["annotations", 0, "bbox", 2], math.inf), "annotations[0].bbox[2]", "finite number"),
+    "short box": (_set(["annotations", 0, "bbox"], [1, 2, 3]), "annotations[0].bbox", "expected 4 numbers, got 3"),
+    "track id a string": (
+        _set(["annotations", 0, "track_id"], "a"),
+        "annotations[0].track_id",
+        "expected an integer, got 'a'",
+    ),
+    "image_id a float": (
+        _set(["annotations", 0, "image_id"], 1.5),
+        "annotations[0].image_id",
+        "expected an integer, got 1.5",
+    ),
+    "annotation not an object": (
+        _set(["annotations", 0], 7),
+        "annotations[0]",
+        "expected a JSON object, got int",
+    ),
+    "nframes a string": (_set(["images", 0, "nframes"], "6"), "images[0].nframes", "expected an integer, got '6'"),
+    "file_name a number": (_set(["images", 0, "file_name"], 5), "images[0].file_name", "non-empty file name"),
 }
 
 
@@ -132,6 +173,24 @@ def test_truncated_json(tmp_path, caplog):
         ds = build(tmp_path, skip_bad=True)
     assert [s.image_id for s in ds.samples] == [image_id_of("000200_test", 1)]
     assert any("not valid JSON" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("", "not valid JSON"),
+        ("\x00\x9fgarbage", "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("[1, 2]", "not a PoseTrack annotation file.* got list"),
+        ('{"images": "abc", "annotations": []}', "field 'images': expected a list, got str"),
+        ('{"images": [], "annotations": {"a": 1}}', "field 'annotations': expected a list, got dict"),
+    ],
+)
+def test_malformed_whole_files_name_the_file(tmp_path, text, problem):
+    path = write_pt18(tmp_path, nframes=3, labelled=(1,))
+    path.write_text(text)
+    with pytest.raises(DataError, match=re.escape(str(path)) + ".*" + problem):
+        build(tmp_path)
 
 
 def test_not_a_posetrack_file_and_missing_paths(tmp_path):

@@ -254,3 +254,50 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     _, training, _ = load_generation(tmp_path / "ddp" / "checkpoints", "last")
     assert training["world_size"] == 2 and training["global_step"] == 3
     assert time.perf_counter() - started < 180
+
+
+def _kill_at(trainer, phase: str, call: int) -> None:
+    """SIGKILL this process at the ``call``-th time training reaches ``phase``: inside the model's forward,
+    midway through backward (the first parameter gradient computed, the others not), or right after the
+    optimizer updated the weights and before the step's checkpoint is written."""
+    calls = {"n": 0}
+
+    def maybe_die(*_):
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if phase == "forward":
+        trainer.model.register_forward_pre_hook(maybe_die)
+    elif phase == "backward":
+        next(p for p in trainer.model.parameters() if p.requires_grad).register_hook(lambda g: maybe_die())
+    else:  # the trainer makes its optimizer in fit(): a global hook (this is a forked child)
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        register_optimizer_step_post_hook(maybe_die)
+
+
+def test_sigkill_at_random_points_of_steps_several_times_resumes_to_the_same_weights(tmp_path):
+    reference = make_trainer(tmp_path / "ref")
+    reference.fit()
+    rng = random.Random(10)
+    out = tmp_path / "cut"
+    kills = 0
+    for attempt in range(4):  # four kills in a row, each resumed from what the previous one left
+        # call >= 2: every run completes (and checkpoints) a step before it dies; <= 3: the 10-step run
+        # cannot finish before the fourth kill
+        phase, call = rng.choice(["forward", "backward", "optimizer"]), rng.randint(2, 3)
+
+        def run():
+            trainer = make_trainer(out)
+            _kill_at(trainer, phase, call)
+            trainer.fit(resume=(out / "checkpoints" / "last.json").is_file())
+
+        status = _forked(run)
+        assert status == -signal.SIGKILL, (attempt, phase, call, status)
+        kills += 1
+        load_generation(out / "checkpoints", "last")  # a valid checkpoint after every kill
+    resumed = make_trainer(out)
+    resumed.fit(resume=True)
+    assert kills == 4
+    assert weights_digest(resumed.model) == weights_digest(reference.model)

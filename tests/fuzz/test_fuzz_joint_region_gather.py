@@ -1,0 +1,199 @@
+"""Fuzzing joint_region_gather through every live backend against the float64 reference.
+
+Each example draws a geometry (kernel, stride, padding, dilation, groups, offset groups, empty batch,
+zero-height/width images, sizes up to 33x33 for the compiled backends), a dtype, a memory layout per
+tensor (transposed, channels-last, stride-2, a storage offset of one element, a stride-0 broadcast),
+offsets of one kind (on the 1/256 grid, huge, NaN/+-inf sprinkled, exact integers on the borders),
+optionally NaN/+-inf in the input, weight and mask values, and compares the output and all five
+gradients with the float64 reference (tests/fuzz/common.py says how).  A second fuzzer corrupts a
+valid call and checks it raises the documented TypeError/ValueError naming the argument.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jmipose
+from jmipose.ops.joint_region_gather import _DTYPES, joint_region_gather_reference
+from tests.backends import backend_params, require_backend
+from tests.fuzz.common import (HUGE, LAYOUTS, NON_FINITE, Tally, assert_matches, budget, dtypes_for, lay_out,
+                               seeds, sprinkle)
+
+pytestmark = pytest.mark.fuzz
+NAMES = ("input", "offset", "mask", "weight", "bias")
+
+
+@st.composite
+def geometries(draw, small: bool):
+    groups = draw(st.sampled_from([1, 2]))
+    offset_groups = draw(st.sampled_from([1, 2, 3]))
+    in_channels = draw(st.integers(1, 1 if small else 3)) * math.lcm(groups, offset_groups)
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = [draw(st.integers(0, 3)), draw(st.integers(0, 3))]
+    big = not small and draw(st.integers(0, 9)) == 0  # now and then a large-but-allowed image
+    top = 5 if small else (33 if big else 9)
+    size = [draw(st.integers(0, top)), draw(st.integers(0, top))]
+    for i in range(2):  # the output must have at least one pixel: pad what the kernel's span needs
+        span = dilation[i] * (kernel[i] - 1) + 1
+        padding[i] = max(padding[i], (span - size[i] + 1) // 2)
+    # the first choice is the one hypothesis favours (and shrinks to): a real batch, empty 1 time in 4
+    return dict(batch=draw(st.sampled_from([1, 2, 1, 0]) if not small else st.sampled_from([1, 1, 1, 0])),
+                in_channels=in_channels, out_channels=groups * draw(st.integers(1, 3)), size=tuple(size),
+                kernel=kernel, stride=stride, padding=tuple(padding), dilation=dilation, groups=groups,
+                offset_groups=offset_groups, mask=draw(st.booleans()), bias=draw(st.booleans()))
+
+
+def make_tensors(g: dict, offsets: str, values: str, seed: int) -> dict:
+    """float64 CPU tensors of one call."""
+    gen = torch.Generator().manual_seed(seed)
+    (kh, kw), taps = g["kernel"], g["kernel"][0] * g["kernel"][1]
+    out = [(g["size"][i] + 2 * g["padding"][i] - g["dilation"][i] * (g["kernel"][i] - 1) - 1) // g["stride"][i] + 1
+           for i in range(2)]
+    b, og = g["batch"], g["offset_groups"]
+    offset = torch.round(torch.randn(b, 2 * og * taps, *out, generator=gen, dtype=torch.float64) * 3 * 256) / 256
+    if offsets == "huge":
+        offset = sprinkle(offset, HUGE, 0.3, seed + 1)
+    elif offsets == "nonfinite":
+        offset = sprinkle(offset, NON_FINITE + HUGE[:2], 0.3, seed + 1)
+    elif offsets == "border":  # integer offsets that put samples exactly on -1, 0, H-1, H (and beyond)
+        offset = torch.randint(-4, 5, offset.shape, generator=gen).to(torch.float64)
+    tensors = {
+        "input": torch.randn(b, g["in_channels"], *g["size"], generator=gen, dtype=torch.float64),
+        "offset": offset,
+        "mask": torch.rand(b, og * taps, *out, generator=gen, dtype=torch.float64) if g["mask"] else None,
+        "weight": torch.randn(g["out_channels"], g["in_channels"] // g["groups"], kh, kw, generator=gen,
+                              dtype=torch.float64),
+        "bias": torch.randn(g["out_channels"], generator=gen, dtype=torch.float64) if g["bias"] else None,
+    }
+    if values == "nonfinite":
+        for k, name in enumerate(("input", "weight", "mask")):
+            if tensors[name] is not None:
+                tensors[name] = sprinkle(tensors[name], NON_FINITE, 0.05, seed + 2 + k)
+    return tensors
+
+
+def expected(tensors: dict, g: dict, grad_output: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Output and the five gradients of the float64 reference (autograd)."""
+    leaves = {n: t.clone().requires_grad_() for n, t in tensors.items() if t is not None}
+    out = joint_region_gather_reference(leaves["input"], leaves["offset"], leaves["weight"], leaves.get("bias"),
+                                        g["stride"], g["padding"], g["dilation"], leaves.get("mask"))
+    names = list(leaves)
+    grads = torch.autograd.grad(out, [leaves[n] for n in names], grad_output, allow_unused=True,
+                                materialize_grads=True) if out.numel() else [torch.zeros_like(leaves[n])
+                                                                             for n in names]
+    return out.detach(), dict(zip(names, grads))
+
+
+def actual(tensors: dict, g: dict, grad_output: torch.Tensor, backend: str, device, dtype, layouts: dict):
+    leaves = {n: t.to(device, dtype).requires_grad_() for n, t in tensors.items() if t is not None}
+    args = {n: lay_out(t, layouts[n]) for n, t in leaves.items()}
+    out = jmipose.ops.joint_region_gather(args["input"], args["offset"], args["weight"], args.get("bias"),
+                                          g["stride"], g["padding"], g["dilation"], args.get("mask"),
+                                          backend=backend)
+    assert out.dtype == dtype and out.device.type == device.type and out.is_contiguous()
+    grads = torch.autograd.grad(out, list(leaves.values()), grad_output.to(device, dtype), allow_unused=True,
+                                materialize_grads=True)
+    return out.detach(), dict(zip(leaves, grads))
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_fuzz_matches_float64_reference(backend):
+    device = require_backend(backend)
+    small = backend == "triton" and device.type == "cpu"
+    dtypes = dtypes_for(backend, device, _DTYPES)
+    tally = Tally(f"joint_region_gather[{backend}]")
+
+    @settings(max_examples=budget(backend, device), deadline=None)
+    @given(g=geometries(small), dtype=st.sampled_from(dtypes), seed=seeds,
+           offsets=st.sampled_from(["grid", "huge", "nonfinite", "border"]),
+           values=st.sampled_from(["finite", "finite", "nonfinite"]),
+           layouts=st.fixed_dictionaries({n: st.sampled_from(LAYOUTS) for n in NAMES}))
+    def check(g, dtype, seed, offsets, values, layouts):
+        tensors = make_tensors(g, offsets, values, seed)
+        rounded = {n: (t.to(dtype).double() if t is not None else None) for n, t in tensors.items()}
+        out_shape = (g["batch"], g["out_channels"], *tensors["offset"].shape[2:])
+        grad_output = torch.randn(out_shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        grad_output = grad_output.to(dtype).double()
+        want, want_grads = expected(rounded, g, grad_output)
+        got, got_grads = actual(tensors, g, grad_output, backend, device, dtype, layouts)
+        nonfinite = values == "nonfinite"
+        tally.add(f"offsets_{offsets}", f"values_{values}", str(dtype).replace("torch.", ""),
+                  *(f"layout_{layout}" for layout in set(layouts.values())),
+                  *(["batch_0"] if g["batch"] == 0 else []), *(["zero_size_image"] if 0 in g["size"] else []),
+                  *(["image_over_9"] if max(g["size"]) > 9 else []),
+                  *(["stride_3"] if 3 in g["stride"] else []), *(["dilation_3"] if 3 in g["dilation"] else []))
+        assert_matches(got, want, dtype, f"{backend} output", nonfinite)
+        for name, grad in got_grads.items():
+            assert grad.dtype == dtype, name
+            assert_matches(grad, want_grads[name], dtype, f"{backend} grad {name}", nonfinite, gradient=True)
+
+    check()
+    tally.write()
+
+
+# ---------------------------------------------------------------------------------------------
+# Invalid calls
+
+def _valid_call(seed: int) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {"input": torch.randn(2, 4, 5, 6, generator=gen), "offset": torch.randn(2, 18, 5, 6, generator=gen),
+            "weight": torch.randn(6, 2, 3, 3, generator=gen), "bias": torch.randn(6, generator=gen),
+            "mask": torch.rand(2, 9, 5, 6, generator=gen), "stride": 1, "padding": 1, "dilation": 1}
+
+
+# (corruption, the argument the error must name, the error type)
+def _corruptions():
+    def shape(name, index, delta):
+        def apply(call):
+            size = list(call[name].shape)
+            size[index] = max(0, size[index] + delta)
+            call[name] = torch.randn(size)
+        return apply
+
+    def setter(name, value):
+        def apply(call):
+            call[name] = value(call[name]) if callable(value) else value
+        return apply
+
+    cases = []
+    for name, rank in (("input", 4), ("offset", 4), ("weight", 4), ("mask", 4), ("bias", 1)):
+        cases.append((setter(name, lambda t: t.reshape(-1)[:7] if rank != 1 else t[None]), name, ValueError))
+        cases.append((setter(name, lambda t: t.long()), name, TypeError))
+        cases.append((setter(name, lambda t: t.tolist()), name, TypeError))
+        cases.append((setter(name, lambda t: t.to(torch.bool)), name, TypeError))
+    cases += [
+        (shape("offset", 1, 1), "offset", ValueError), (shape("offset", 2, -1), "offset", ValueError),
+        (shape("offset", 0, 1), "offset", ValueError), (shape("mask", 1, 2), "mask", ValueError),
+        (shape("mask", 3, 1), "mask", ValueError), (shape("bias", 0, 1), "bias", ValueError),
+        (shape("weight", 1, 1), "input channels", ValueError), (shape("weight", 0, -6), "weight", ValueError),
+        (setter("weight", lambda t: t.double()), "one dtype", TypeError),
+        (setter("stride", 0), "stride", ValueError), (setter("stride", (1, -2)), "stride", ValueError),
+        (setter("padding", -1), "padding", ValueError), (setter("dilation", (0, 1)), "dilation", ValueError),
+        (setter("stride", 1.5), "stride", TypeError), (setter("padding", (1, 1, 1)), "padding", TypeError),
+        (setter("dilation", True), "dilation", TypeError), (setter("stride", "2"), "stride", TypeError),
+        (setter("padding", 2 ** 40), "offset", ValueError),
+    ]
+    return cases
+
+
+CORRUPTIONS = _corruptions()
+
+
+@settings(max_examples=max(10, budget("cpp", torch.device("cpu"))), deadline=None)
+@given(index=st.integers(0, len(CORRUPTIONS) - 1), seed=seeds,
+       backend=st.sampled_from(["reference", "cpp", None]))
+def test_fuzz_invalid_calls_raise_the_documented_error(index, seed, backend):
+    corrupt, argument, error = CORRUPTIONS[index]
+    call = _valid_call(seed)
+    corrupt(call)
+    with pytest.raises(error) as raised:
+        jmipose.ops.joint_region_gather(**call, backend=backend)
+    message = str(raised.value)
+    assert message.startswith("joint_region_gather:") and argument in message, message
