@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jmipose.engine.train", "train a model from a YAML config (resumable, DDP via torchrun)"),
     "eval": ("jmipose.engine.evaluate", "evaluate a checkpoint: predictions JSON + PoseTrack AP"),
     "eval-ap": ("jmipose.metrics.posetrack_ap", "PoseTrack per-joint AP of prediction files (as poseval)"),
+    "bench": ("jmipose.bench.cli", "benchmark the ops and the model vs eager, torch.compile, torchvision, SDPA"),
 }
 
 
