@@ -36,43 +36,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU: skip op B calls above this many GFLOP (default 550)")
     parser.add_argument("--model-gflop", type=float, default=500.0,
                         help="CPU: skip model calls whose forward is above this many GFLOP (default 500)")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="IN",
+                        help="measure nothing: render --md/--plot (and a merged --json) from earlier JSON files")
     parser.add_argument("--smallest", action="store_true", default=os.environ.get(SMALLEST_ENV) == "1",
                         help=f"tiny shapes and 3 repetitions: checks the machinery, not speed "
                              f"(also {SMALLEST_ENV}=1)")
 
 
-def main(args: argparse.Namespace) -> int:
-    from jmipose.bench.environment import available_cores, set_threads
+def _load(paths: list[Path]) -> tuple[list[dict], dict]:
+    """Records of earlier runs (validated) and their settings, merged."""
+    from jmipose.bench import records
 
-    # before torch runs anything: the OpenMP pool reads OMP_NUM_THREADS when it starts
-    set_threads(args.threads or available_cores())
-    import torch
+    results, settings = [], {}
+    for path in paths:
+        document = records.read_json(path)
+        problems = records.validate(document)
+        if problems:
+            raise ValueError(f"{path}: not a jmipose bench results file: {'; '.join(problems[:5])}")
+        results += document["records"]
+        for key, value in document["settings"].items():
+            if key in settings and settings[key] != value and key in ("ops", "wall_s", "cpu_s"):
+                settings[key] = f"{settings[key]} + {value}"
+            else:
+                settings.setdefault(key, value)
+    return results, settings
 
-    from jmipose.bench import markdown, records, runner
-    from jmipose.bench.timing import Settings
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        print("jmipose bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    try:
-        ops = runner.parse_ops(args.ops)
-    except ValueError as exc:
-        print(f"jmipose bench: {exc}", file=sys.stderr)
-        return 2
-    base = runner.SMALLEST if args.smallest else runner.QUICK if args.quick else runner.FULL
-    settings = Settings(**{**vars(base), "memory": not args.no_memory})
-    results, taken = runner.run(ops, device, quick=args.quick, smallest=args.smallest, settings=settings,
-                                compile_baseline=not args.no_compile, cpu_gflop=args.cpu_gflop,
-                                model_gflop=args.model_gflop)
+def _write(args: argparse.Namespace, results: list[dict], taken: dict) -> None:
+    from jmipose.bench import markdown, records
+
     charts = None
     if args.plot:
         from jmipose.bench.plot import write_png
 
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        write_png(args.plot, results)
-        md_dir = args.md.resolve().parent if args.md else Path.cwd()
-        charts = os.path.relpath(args.plot.resolve(), md_dir)
+        try:
+            write_png(args.plot, results)
+            md_dir = args.md.resolve().parent if args.md else Path.cwd()
+            charts = os.path.relpath(args.plot.resolve(), md_dir)
+        except ImportError as exc:  # a GPU image without matplotlib: render later with --from-json
+            print(f"jmipose bench: no chart ({exc}); `jmipose bench --from-json` can draw it elsewhere",
+                  file=sys.stderr)
+        except ValueError as exc:
+            print(f"jmipose bench: no chart: {exc}", file=sys.stderr)
     report = markdown.render(results, taken, charts)
     if args.json:
         records.write_json(args.json, results, taken)
@@ -80,6 +86,42 @@ def main(args: argparse.Namespace) -> int:
         args.md.parent.mkdir(parents=True, exist_ok=True)
         args.md.write_text(report)
     print(report)
+
+
+def main(args: argparse.Namespace) -> int:
+    from jmipose.bench.environment import available_cores, set_threads
+
+    if args.from_json:
+        try:
+            results, taken = _load(args.from_json)
+        except (OSError, ValueError) as exc:
+            print(f"jmipose bench: --from-json: {exc}", file=sys.stderr)
+            return 2
+        _write(args, results, taken)
+        return 0
+
+    from jmipose.bench import runner
+    from jmipose.bench.timing import Settings
+
+    try:
+        ops = runner.parse_ops(args.ops)
+    except ValueError as exc:
+        print(f"jmipose bench: {exc}", file=sys.stderr)
+        return 2
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        print("jmipose bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    # before any kernel runs: the OpenMP pool reads OMP_NUM_THREADS when it starts
+    set_threads(args.threads or available_cores())
+    base = runner.SMALLEST if args.smallest else runner.QUICK if args.quick else runner.FULL
+    settings = Settings(**{**vars(base), "memory": not args.no_memory})
+    results, taken = runner.run(ops, device, quick=args.quick, smallest=args.smallest, settings=settings,
+                                compile_baseline=not args.no_compile, cpu_gflop=args.cpu_gflop,
+                                model_gflop=args.model_gflop)
+    _write(args, results, taken)
     print(f"jmipose bench: {len(results)} records in {taken['wall_s']} s wall, {taken['cpu_s']} s CPU",
           file=sys.stderr)
     return 0

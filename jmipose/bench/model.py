@@ -25,7 +25,7 @@ from jmipose.bench.timing import Case
 OP = "model"
 CONFIG_VARIANT = "jm"  # JM-Pose (ACM MM): one branch, L = 4 interaction blocks
 INPUT_SIZE = (384, 288)
-QUICK_INPUT_SIZE = (256, 192)  # --quick: 4 interaction blocks at N = 3,072 instead of 6,912 tokens
+QUICK_INPUT_SIZE = (128, 96)  # --quick: attention over N = 768 tokens instead of 6,912
 SMALLEST_INPUT_SIZE = (64, 64)  # multiples of 32 (HRNet)
 WAYS = (("kernels", "none"), ("reference", "eager"), ("reference", "compile"))
 

@@ -31,11 +31,11 @@ def model_shapes() -> list[dict[str, int]]:
 
 
 def shapes(quick: bool = False, smallest: bool = False) -> list[tuple[dict[str, int], tuple[str, ...]]]:
-    """(shape, passes) pairs; quick: the CPU target shape and the memory-linearity pair (forward)."""
+    """(shape, passes) pairs; quick: the CPU target (forward+backward) and the memory-linearity pair (forward)."""
     if smallest:
         return [(dict(s), PASSES) for s in SMALLEST_SHAPES]
     if quick:
-        return [(dict(TARGET_SHAPE), PASSES)] + [(dict(s), ("fwd",)) for s in LINEARITY_SHAPES]
+        return [(dict(TARGET_SHAPE), ("fwd+bwd",))] + [(dict(s), ("fwd",)) for s in LINEARITY_SHAPES]
     return [(s, PASSES) for s in LINEARITY_SHAPES + model_shapes()]
 
 

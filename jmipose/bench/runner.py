@@ -47,12 +47,14 @@ def build_cases(ops: list[str], device: str, quick: bool = False, smallest: bool
             cases += motion_attention.cases(device, quick, smallest, compile_baseline, cpu_gflop)
         else:
             cases += model.cases(device, quick, smallest, compile_baseline, model_gflop)
-    if quick:
-        for case in cases:
-            if case.baseline == "compile" and case.skip is None:
-                # compiling one graph takes about a minute on 2 cores: more than --quick can spend
-                case.make, case.skip = None, "torch.compile is left out of --quick (the full run measures it)"
     return cases
+
+
+def leave_out_compile(cases: list[Case]) -> None:
+    """--quick: compiling one graph takes about a minute on 2 cores, more than the run may spend."""
+    for case in cases:
+        if case.baseline == "compile" and case.skip is None:
+            case.make, case.skip = None, "torch.compile is left out of --quick (the full run measures it)"
 
 
 def run(ops: list[str], device: str = "cpu", quick: bool = False, smallest: bool = False,
@@ -64,6 +66,8 @@ def run(ops: list[str], device: str = "cpu", quick: bool = False, smallest: bool
     configure_allocator()
     env = environment(device)
     cases = build_cases(ops, device, quick, smallest, compile_baseline, cpu_gflop, model_gflop)
+    if quick:
+        leave_out_compile(cases)
     started_wall, started_cpu = time.perf_counter(), time.process_time()
     records = measure(cases, settings, env, progress=lambda line: log(f"[{time.perf_counter() - started_wall:6.1f} s] "
                                                                        + line))

@@ -7,7 +7,8 @@ shared machine slows all of them alike.  Rounds continue past ``min_repeats`` un
 quartile range is under ``target_iqr`` of its median, or ``max_repeats`` rounds or ``group_budget_s``
 seconds have passed (then the record keeps the larger IQR and the report flags it).
 
-Peak memory is the growth during one more call over what was allocated before it (inputs excluded,
+Peak memory (taken in the first timed round) is the growth during one call over what was allocated
+before it (inputs excluded,
 outputs and gradients included): on a GPU ``torch.cuda.max_memory_allocated``; on the CPU, where
 torch keeps no allocator statistics, the kernel's resident-set high-water mark (VmHWM, reset through
 ``/proc/self/clear_refs``) minus the RSS before the call.  For the RSS to follow the live tensors,
@@ -143,17 +144,14 @@ def _status_bytes(field_name: str) -> int:
     raise OSError(f"no {field_name} in /proc/self/status")
 
 
-def peak_memory(runner: Runner, device: str) -> tuple[int | None, str | None]:
-    """(bytes, None) or (None, why not): the growth during one call (module docstring)."""
+def _prepare_peak(runner: Runner, device: str) -> int | None:
+    """Drop what the last call left, reset the peak counter; returns the baseline (None: no counter)."""
     runner.reset()
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        runner()
-        torch.cuda.synchronize()
-        return max(0, torch.cuda.max_memory_allocated() - before), None
+        return torch.cuda.memory_allocated()
     configure_allocator()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -163,10 +161,25 @@ def peak_memory(runner: Runner, device: str) -> tuple[int | None, str | None]:
         before = _status_bytes("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
-    except OSError as exc:
-        return None, f"no peak-RSS reset here ({exc})"
+    except OSError:
+        return None
+    return before
+
+
+def _read_peak(before: int, device: str) -> int:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        return max(0, torch.cuda.max_memory_allocated() - before)
+    return max(0, _status_bytes("VmHWM") - before)
+
+
+def peak_memory(runner: Runner, device: str) -> tuple[int | None, str | None]:
+    """(bytes, None) or (None, why not): the growth during one call (module docstring)."""
+    before = _prepare_peak(runner, device)
+    if before is None:
+        return None, "no peak-RSS reset here (/proc/self/clear_refs)"
     runner()
-    return max(0, _status_bytes("VmHWM") - before), None
+    return _read_peak(before, device), None
 
 
 def _build(group: list[Case], settings: Settings) -> tuple[dict[int, Runner], dict[int, str]]:
@@ -196,11 +209,17 @@ def measure_group(group: list[Case], settings: Settings | None = None,
     runners, failures = _build(group, settings)
     walls: dict[int, list[float]] = {i: [] for i in runners}
     cpus: dict[int, list[float]] = {i: [] for i in runners}
+    memory: dict[int, int | None] = {}
     started = time.perf_counter()
     rounds = 0
     while runners:
         for index, runner in runners.items():
-            wall, cpu = timed_call(runner, group[index].device)
+            device = group[index].device
+            # the first round also measures peak memory (the counter is reset outside the timed call)
+            before = _prepare_peak(runner, device) if settings.memory and rounds == 0 else None
+            wall, cpu = timed_call(runner, device)
+            if before is not None:
+                memory[index] = _read_peak(before, device)
             walls[index].append(wall)
             cpus[index].append(cpu)
         rounds += 1
@@ -213,10 +232,10 @@ def measure_group(group: list[Case], settings: Settings | None = None,
                 break
     records = []
     for index, case in enumerate(group):
-        memory, memory_note = None, None
-        if settings.memory and index in runners:
-            memory, memory_note = peak_memory(runners[index], case.device)
-        records.append(make_record(case, walls.get(index), cpus.get(index), memory,
+        memory_note = None
+        if settings.memory and index in runners and memory.get(index) is None:
+            memory_note = "peak memory not measured: no peak-RSS reset here (/proc/self/clear_refs)"
+        records.append(make_record(case, walls.get(index), cpus.get(index), memory.get(index),
                                    case.skip or failures.get(index), memory_note, environment))
     runners.clear()
     gc.collect()
