@@ -1,7 +1,8 @@
-"""pytest-benchmark cases of the JM-Pose model (head fps, whole-model fps, one training step): our backends, eager,
-torch.compile and the other baselines at the shapes of ``jmipose.bench.model``.
+"""pytest-benchmark cases of the JM-Pose model (head fps, whole-model fps, one
+training step): our backends, eager, torch.compile and the other
+baselines at the shapes of ``jmipose.bench.model``.
 
-    PYTHONPATH=. pytest benchmarks/bench_model.py --benchmark-only            # the --quick shapes
+    PYTHONPATH=. pytest benchmarks/bench_model.py --benchmark-only    # the --quick shapes
     JMIPOSE_BENCH_FULL=1 PYTHONPATH=. pytest benchmarks/bench_model.py --benchmark-only
 
 The side-by-side run (interleaved repetitions, peak memory, the targets) is ``jmipose bench``.

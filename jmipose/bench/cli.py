@@ -22,12 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="the target shapes only, fewer repetitions, the tiny model at batch 1")
     parser.add_argument("--ops", default=None,
-                        help="comma-separated subset of joint_region_gather (A), joint_motion_attention (B), model")
+                        help="comma-separated subset of joint_region_gather (A), joint_motion_attention (B), "
+                             "model")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when a GPU is visible, else cpu")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the records here")
     parser.add_argument("--md", type=Path, default=None, metavar="OUT", help="write the Markdown report here")
-    parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write the speed-up charts here")
+    parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png",
+                        help="write the speed-up charts here")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and OpenMP threads (default: the cores this process may use)")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile baselines")
@@ -37,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-gflop", type=float, default=500.0,
                         help="CPU: skip model calls whose forward is above this many GFLOP (default 500)")
     parser.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="IN",
-                        help="measure nothing: render --md/--plot (and a merged --json) from earlier JSON files")
+                        help="measure nothing: render --md/--plot (and a merged --json) from earlier "
+                             "JSON files")
     parser.add_argument("--smallest", action="store_true", default=os.environ.get(SMALLEST_ENV) == "1",
                         help=f"tiny shapes and 3 repetitions: checks the machinery, not speed "
                              f"(also {SMALLEST_ENV}=1)")

@@ -61,7 +61,8 @@ def environment_line(records: list[Record]) -> str:
 def targets_table(records: list[Record], op: str | None = None) -> list[str]:
     lines = ["| op | target | measured | status |", "|---|---|---|:---:|"]
     for target, result in evaluate(records, op):
-        lines.append(f"| {target.op} | {target.text} | {result.measured} | {MARK[result.status]} {result.status} |")
+        status = f"{MARK[result.status]} {result.status}"
+        lines.append(f"| {target.op} | {target.text} | {result.measured} | {status} |")
     return lines
 
 
@@ -97,8 +98,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def model_table(records: list[Record]) -> list[str]:
     mine = [r for r in records if r["op"] == "model"]
-    lines = ["| model | part | pass | kernels ms | kernels fps | kernels MB | eager ms | x eager | eager MB | "
-             "compile ms | x compile | compile MB |", "|---|---|---|" + "---:|" * 9]
+    lines = ["| model | part | pass | kernels ms | kernels fps | kernels MB | eager ms | x eager | "
+             "eager MB | compile ms | x compile | compile MB |", "|---|---|---|" + "---:|" * 9]
     for group in _index(mine).values():
         ours = group.get("kernels")
         if ours is None:
@@ -106,9 +107,10 @@ def model_table(records: list[Record]) -> list[str]:
         eager, compiled = group.get("eager"), group.get("compile")
         fps = "–" if ours.get("fps") is None else f"{ours['fps']:.2f}"
         part = ours["variant"] if ours["pass"] == "fwd" else f"{ours['variant']} (training step)"
-        lines.append(f"| {shape_label(ours['shape'])} | {part} | {ours['pass']} | {milliseconds(ours)} | {fps} | "
-                     f"{megabytes(ours)} | {milliseconds(eager)} | {speedup(ours, eager)} | {megabytes(eager)} | "
-                     f"{milliseconds(compiled)} | {speedup(ours, compiled)} | {megabytes(compiled)} |")
+        cells = [shape_label(ours["shape"]), part, ours["pass"], milliseconds(ours), fps, megabytes(ours)]
+        for other in (eager, compiled):
+            cells += [milliseconds(other), speedup(ours, other), megabytes(other)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -117,8 +119,10 @@ def not_measured(records: list[Record], op: str) -> list[str]:
     reasons: dict[str, list[str]] = {}
     for r in records:
         if r["op"] == op and r["status"] != "ok":
-            name = r["backend"] if r["baseline"] in ("none", r["backend"]) else f"{r['backend']}/{r['baseline']}"
-            reasons.setdefault(f"{r['status']}: {r['reason']}", []).append(f"{name} {shape_label(r['shape'])} {r['pass']}")
+            plain = r["baseline"] in ("none", r["backend"])
+            name = r["backend"] if plain else f"{r['backend']}/{r['baseline']}"
+            where = f"{name} {shape_label(r['shape'])} {r['pass']}"
+            reasons.setdefault(f"{r['status']}: {r['reason']}", []).append(where)
     return [f"- {reason} ({len(where)}: {'; '.join(where[:3])}{'; ...' if len(where) > 3 else ''})"
             for reason, where in reasons.items()]
 
@@ -130,8 +134,9 @@ def render(records: list[Record], settings: dict[str, Any] | None = None, charts
     lines = ["# jmipose benchmark", "", environment_line(records)]
     if settings:
         lines += ["", "Settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items())]
-    lines += ["", f"Times are medians of interleaved repetitions; {NOISY} marks an inter-quartile range above "
-              "10% of the median (noisy). Speed-up `x B` = time of baseline B / time of ours; peak MB is the "
+    lines += ["", f"Times are medians of interleaved repetitions; {NOISY} marks an inter-quartile range "
+              "above 10% of the median (noisy). Speed-up `x B` = time of baseline B / time of ours; "
+              "peak MB is the "
               "memory one call adds at its peak (inputs excluded).", "", "## Targets", ""]
     lines += targets_table(records)
     ops = list(dict.fromkeys(r["op"] for r in records))

@@ -33,7 +33,8 @@ WAYS = (("kernels", "none"), ("reference", "eager"), ("reference", "compile"))
 def configurations(quick: bool = False, smallest: bool = False) -> list[dict[str, Any]]:
     """(backbone, batch, input size) of the benchmarked model configurations."""
     if smallest:
-        return [{"backbone": "tiny", "batch": 1, "height": SMALLEST_INPUT_SIZE[0], "width": SMALLEST_INPUT_SIZE[1]}]
+        height, width = SMALLEST_INPUT_SIZE
+        return [{"backbone": "tiny", "batch": 1, "height": height, "width": width}]
     if quick:
         return [{"backbone": "tiny", "batch": 1, "height": QUICK_INPUT_SIZE[0], "width": QUICK_INPUT_SIZE[1]}]
     return [{"backbone": b, "batch": n, "height": INPUT_SIZE[0], "width": INPUT_SIZE[1]}
@@ -72,9 +73,9 @@ class ModelRunner:
         if part == "head":
             with torch.no_grad():
                 heatmaps, features = self.model.backbone_features(self.frames.flatten(0, 1))
-            batch = config["batch"]
-            self.head_inputs = (heatmaps.unflatten(0, (batch, frames_per_window)),
-                                [None if f is None else f.unflatten(0, (batch, frames_per_window)) for f in features])
+            windows = (config["batch"], frames_per_window)
+            self.head_inputs = (heatmaps.unflatten(0, windows),
+                                [None if f is None else f.unflatten(0, windows) for f in features])
             self.fn = self.model.forward_head
         else:
             self.fn = self.model

@@ -31,7 +31,8 @@ def model_shapes() -> list[dict[str, int]]:
 
 
 def shapes(quick: bool = False, smallest: bool = False) -> list[tuple[dict[str, int], tuple[str, ...]]]:
-    """(shape, passes) pairs; quick: the CPU target (forward+backward) and the memory-linearity pair (forward)."""
+    """(shape, passes) pairs; quick: the CPU target (forward+backward) and the memory-linearity pair
+    (forward)."""
     if smallest:
         return [(dict(s), PASSES) for s in SMALLEST_SHAPES]
     if quick:
@@ -121,7 +122,8 @@ def implementations(device: str) -> list[tuple[str, str, str | None]]:
 
     status = jmipose.ops.backends()
     ours = ["cpp"] if device == "cpu" else ["cuda", "triton"]
-    result = [(b, "none", None if status[b].live else f"backend {b} not live: {status[b].reason}") for b in ours]
+    result = [(b, "none", None if status[b].live else f"backend {b} not live: {status[b].reason}")
+              for b in ours]
     return result + [("reference", "eager", None), ("reference", "compile", None), ("sdpa", "sdpa", None)]
 
 

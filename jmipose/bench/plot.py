@@ -20,7 +20,8 @@ def speedups(records: list[Record], op: str) -> dict[str, dict[str, float]]:
                 other = group.get(baseline)
                 if other is None or other["status"] != "ok":
                     continue
-                label = f"{shape_label(ours['shape'])}\n{ours['variant'] if op == 'model' else ''} {ours['pass']}"
+                part = ours["variant"] if op == "model" else ""
+                label = f"{shape_label(ours['shape'])}\n{part} {ours['pass']}"
                 series.setdefault(f"{ours['backend']} vs {baseline}", {})[label.strip()] = (
                     other["median_s"] / ours["median_s"])
     return series

@@ -173,5 +173,6 @@ def shape_label(shape: dict[str, Any]) -> str:
         tokens = shape["N_m"] if shape["N_m"] == shape["N_j"] else f"{shape['N_m']}/{shape['N_j']}"
         return f"B{shape['B']} h{shape['h']} d{shape['d']} N{tokens}"
     if "backbone" in shape:  # model
-        return f"{shape.get('config', '')} {shape['backbone']} B{shape['batch']} {shape['height']}x{shape['width']}"
+        size = f"{shape['height']}x{shape['width']}"
+        return f"{shape.get('config', '')} {shape['backbone']} B{shape['batch']} {size}"
     return " ".join(f"{k}={v}" for k, v in shape.items())

@@ -3,8 +3,8 @@
 Shapes are the model's (issue: B in {8, 32}, Cin = Cout = 48, 96x72 and 48x36, 3x3, dilation 1 and
 3, offset groups 1 and 4; on the CPU B=32 only at the target shape unless ``all_shapes``); each is
 run by our backends of the device, the eager reference, ``torch.compile`` of it and
-``torchvision.ops.deform_conv2d`` (skipped with the reason when torchvision does not import).  Offsets ~ N(0, 2^2) pixels and masks in (0, 1), like a trained
-context-aware joint learner's.
+``torchvision.ops.deform_conv2d`` (skipped with the reason when torchvision does not import).
+Offsets ~ N(0, 2^2) pixels and masks in (0, 1), like a trained context-aware joint learner's.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def shapes(quick: bool = False, smallest: bool = False,
         return [(dict(SMALLEST_SHAPE), PASSES)]
     if quick:
         return [(dict(QUICK_SHAPE), ("fwd+bwd",))]
-    result = [{"batch": b, "channels": 48, "height": h, "width": w, "kernel": 3, "dilation": d, "offset_groups": g}
+    result = [{"batch": b, "channels": 48, "height": h, "width": w, "kernel": 3, "dilation": d,
+               "offset_groups": g}
               for b in (8, 32) for h, w in ((96, 72), (48, 36)) for d in (1, 3) for g in (1, 4)]
     if not all_shapes:
         result = [s for s in result if s["batch"] == 8 or s == TARGET_SHAPE]
@@ -58,7 +59,8 @@ def _roofline_shape(shape: dict[str, int]) -> dict[str, int]:
     # 'same' padding = dilation for a 3x3 kernel at stride 1: the output has the input's size
     return {"batch": shape["batch"], "in_channels": shape["channels"], "out_channels": shape["channels"],
             "groups": 1, "kernel": shape["kernel"], "offset_groups": shape["offset_groups"],
-            "height": shape["height"], "width": shape["width"], "out_h": shape["height"], "out_w": shape["width"]}
+            "height": shape["height"], "width": shape["width"],
+            "out_h": shape["height"], "out_w": shape["width"]}
 
 
 class GatherRunner:
@@ -125,7 +127,8 @@ def implementations(device: str) -> list[tuple[str, str, str | None]]:
     status = jmipose.ops.backends()
     # Triton on the CPU runs in its interpreter (a test tool, not a benchmark): GPU only.
     ours = ["cpp"] if device == "cpu" else ["cuda", "triton"]
-    result = [(b, "none", None if status[b].live else f"backend {b} not live: {status[b].reason}") for b in ours]
+    result = [(b, "none", None if status[b].live else f"backend {b} not live: {status[b].reason}")
+              for b in ours]
     result += [("reference", "eager", None), ("reference", "compile", None)]
     result.append(("torchvision", "torchvision", torchvision_deform_conv2d()[1]))
     return result

@@ -16,7 +16,7 @@ ALIASES = {"a": "joint_region_gather", "b": "joint_motion_attention", "gather": 
            "attention": "joint_motion_attention", "region_gather": "joint_region_gather",
            "motion_attention": "joint_motion_attention"}
 
-FULL = Settings(min_repeats=5, max_repeats=15, warmup=1, group_budget_s=60.0)
+FULL = Settings(min_repeats=3, max_repeats=10, warmup=1, group_budget_s=40.0)
 QUICK = Settings(min_repeats=3, max_repeats=7, warmup=1, group_budget_s=12.0)
 # The benchmark machinery's own test: tiny shapes, as few calls as give a median and an IQR.
 SMALLEST = Settings(min_repeats=3, max_repeats=3, warmup=1, group_budget_s=2.0)
@@ -37,7 +37,8 @@ def parse_ops(text: str | None) -> list[str]:
 
 
 def build_cases(ops: list[str], device: str, quick: bool = False, smallest: bool = False,
-                compile_baseline: bool = True, cpu_gflop: float = 550.0, model_gflop: float = 500.0) -> list[Case]:
+                compile_baseline: bool = True, cpu_gflop: float = 550.0,
+                model_gflop: float = 500.0) -> list[Case]:
     cases: list[Case] = []
     for op in ops:
         if op == "joint_region_gather":
@@ -69,8 +70,10 @@ def run(ops: list[str], device: str = "cpu", quick: bool = False, smallest: bool
     if quick:
         leave_out_compile(cases)
     started_wall, started_cpu = time.perf_counter(), time.process_time()
-    records = measure(cases, settings, env, progress=lambda line: log(f"[{time.perf_counter() - started_wall:6.1f} s] "
-                                                                       + line))
+    def progress(line: str) -> None:
+        log(f"[{time.perf_counter() - started_wall:6.1f} s] {line}")
+
+    records = measure(cases, settings, env, progress=progress)
     taken = {"mode": "smallest" if smallest else "quick" if quick else "full", "device": device,
              "ops": ",".join(ops), "torch_compile_baseline": compile_baseline, **asdict(settings),
              "wall_s": round(time.perf_counter() - started_wall, 1),

@@ -21,7 +21,8 @@ def quick_run(tmp_path_factory):
     monkeypatch.setenv("OMP_NUM_THREADS", str(threads))  # restored after: the command sets it
     try:
         code = cli.main(["bench", "--quick", "--smallest", "--no-compile", "--threads", "1",
-                         "--json", str(out / "r.json"), "--md", str(out / "r.md"), "--plot", str(out / "r.png")])
+                         "--json", str(out / "r.json"), "--md", str(out / "r.md"),
+                         "--plot", str(out / "r.png")])
     finally:
         torch.set_num_threads(threads)
         monkeypatch.undo()

@@ -45,7 +45,8 @@ def test_motion_attention_flops_and_bytes_by_hand():
     side = 2 * 3 * 16 * (10 + 20)  # elements of one tensor per side, both sides
     lse = 4 * 2 * 3 * 30
     assert roofline.motion_attention_bytes(shape, "fwd", "bfloat16") == 2 * 5 * side + lse
-    assert roofline.motion_attention_bytes(shape, "fwd+bwd", "bfloat16") == 2 * 5 * side + lse + 2 * 8 * side + lse
+    backward = 2 * 8 * side + lse
+    assert roofline.motion_attention_bytes(shape, "fwd+bwd", "bfloat16") == 2 * 5 * side + lse + backward
 
 
 def test_device_peaks_prefer_the_specific_name():
@@ -83,7 +84,8 @@ class Sleeper:
 
 
 def _case(backend: str, baseline: str, make, skip=None, **kw) -> Case:
-    return Case("toy", "mode", "fwd", backend, baseline, {"n": 1}, "float32", "cpu", make=make, skip=skip, **kw)
+    return Case("toy", "mode", "fwd", backend, baseline, {"n": 1}, "float32", "cpu", make=make, skip=skip,
+                **kw)
 
 
 def test_measure_group_interleaves_and_records_skips_and_failures():
@@ -94,7 +96,8 @@ def test_measure_group_interleaves_and_records_skips_and_failures():
 
     group = [_case("cpp", "none", lambda: fast, flops=1e9, bytes_moved=1e6),
              _case("reference", "eager", lambda: slow),
-             _case("torchvision", "torchvision", None, skip="torchvision not importable (ModuleNotFoundError)"),
+             _case("torchvision", "torchvision", None,
+                   skip="torchvision not importable (ModuleNotFoundError)"),
              _case("reference", "compile", broken)]
     settings = Settings(min_repeats=3, max_repeats=4, warmup=1, group_budget_s=5.0, memory=True)
     ours, eager, tv, compiled = timing.measure_group(group, settings, ENV)
@@ -108,7 +111,8 @@ def test_measure_group_interleaves_and_records_skips_and_failures():
     assert ours["tflops"] == pytest.approx(1e9 / ours["median_s"] / 1e12)
     assert ours["peak_mem_bytes"] is not None and ours["peak_mem_bytes"] >= 0
     assert tv["status"] == "skipped" and "torchvision" in tv["reason"] and tv["median_s"] is None
-    assert compiled["status"] == "failed" and compiled["reason"].startswith("failed: RuntimeError: out of memory")
+    assert compiled["status"] == "failed"
+    assert compiled["reason"].startswith("failed: RuntimeError: out of memory")
     assert "second line" not in compiled["reason"]
     for record in (ours, eager, tv, compiled):
         assert records.validate_record(record) == [], record
@@ -125,7 +129,8 @@ def test_case_rejects_bad_fields():
 
 def _record(**overrides) -> dict:
     base = {"op": "joint_motion_attention", "variant": "both directions", "pass": "fwd+bwd", "backend": "cpp",
-            "baseline": "none", "shape": {"B": 8, "h": 1, "N_m": 1728, "N_j": 1728, "d": 48}, "dtype": "float32",
+            "baseline": "none", "shape": {"B": 8, "h": 1, "N_m": 1728, "N_j": 1728, "d": 48},
+            "dtype": "float32",
             "device": "cpu", "status": "ok", "reason": None, "median_s": 1.0, "iqr_s": 0.01, "q1_s": 0.99,
             "q3_s": 1.0, "repeats": 5, "cpu_s": 2.0, "peak_mem_bytes": 1000, "flops": None, "bytes": None,
             "tflops": None, "bandwidth_gbs": None, "tflops_fraction": None, "bandwidth_fraction": None,
@@ -136,13 +141,15 @@ def _record(**overrides) -> dict:
 
 def test_validate_record_names_each_problem():
     assert records.validate_record(_record()) == []
-    assert "missing key 'median_s'" in records.validate_record({k: v for k, v in _record().items() if k != "median_s"})
+    without_median = {k: v for k, v in _record().items() if k != "median_s"}
+    assert "missing key 'median_s'" in records.validate_record(without_median)
     assert any("pass" in p for p in records.validate_record(_record(**{"pass": "bwd"})))
     assert any("baseline" in p for p in records.validate_record(_record(baseline="cudnn")))
-    assert any("without a reason" in p for p in records.validate_record(_record(status="skipped", median_s=None)))
+    skipped = _record(status="skipped", median_s=None)
+    assert any("without a reason" in p for p in records.validate_record(skipped))
     assert any("median_s" in p for p in records.validate_record(_record(median_s=-1.0)))
-    assert any("environment lacks 'gpu'" in p
-               for p in records.validate_record(_record(environment={k: v for k, v in ENV.items() if k != "gpu"})))
+    no_gpu = _record(environment={k: v for k, v in ENV.items() if k != "gpu"})
+    assert any("environment lacks 'gpu'" in p for p in records.validate_record(no_gpu))
     assert any("expected int" in p for p in records.validate_record(_record(peak_mem_bytes=True)))
 
 
@@ -165,10 +172,12 @@ def test_speedup_target_passes_fails_and_reports_missing_records():
 
 
 def test_region_gather_targets_use_the_quick_stand_in_and_say_so():
-    shape = {"batch": 2, "channels": 48, "height": 96, "width": 72, "kernel": 3, "dilation": 1, "offset_groups": 1}
+    shape = {"batch": 2, "channels": 48, "height": 96, "width": 72, "kernel": 3, "dilation": 1,
+             "offset_groups": 1}
     common = {"op": "joint_region_gather", "variant": "modulated", "shape": shape}
     ours = _record(**common, median_s=1.0, peak_mem_bytes=100 * 2**20)
-    tv = _record(**common, backend="torchvision", baseline="torchvision", median_s=2.5, peak_mem_bytes=400 * 2**20)
+    tv = _record(**common, backend="torchvision", baseline="torchvision", median_s=2.5,
+                 peak_mem_bytes=400 * 2**20)
     result = _result("A-cpu-tv", [ours, tv])
     assert result.status == "pass" and "batch=2 (quick stand-in)" in result.measured
     memory = _result("A-cpu-mem", [ours, tv])
@@ -184,7 +193,8 @@ def test_region_gather_targets_use_the_quick_stand_in_and_say_so():
 
 def test_linear_memory_target_tells_linear_from_quadratic():
     def at(n: int, peak: int) -> dict:
-        return _record(shape={"B": 1, "h": 1, "N_m": n, "N_j": n, "d": 48}, peak_mem_bytes=peak, **{"pass": "fwd"})
+        shape = {"B": 1, "h": 1, "N_m": n, "N_j": n, "d": 48}
+        return _record(shape=shape, peak_mem_bytes=peak, **{"pass": "fwd"})
 
     assert _result("B-cpu-linear", [at(1728, 1000), at(6912, 4100)]).status == "pass"
     quadratic = _result("B-cpu-linear", [at(1728, 1000), at(6912, 16000)])
