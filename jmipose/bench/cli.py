@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch and OpenMP threads (default: the cores this process may use)")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile baselines")
     parser.add_argument("--no-memory", action="store_true", help="leave out the peak-memory calls")
-    parser.add_argument("--cpu-gflop", type=float, default=550.0,
-                        help="CPU: skip op B calls above this many GFLOP (default 550)")
+    parser.add_argument("--cpu-gflop", type=float, default=150.0,
+                        help="CPU: skip op B calls above this many GFLOP (default 150)")
     parser.add_argument("--model-gflop", type=float, default=500.0,
                         help="CPU: skip model calls whose forward is above this many GFLOP (default 500)")
     parser.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="IN",
@@ -58,7 +58,9 @@ def _load(paths: list[Path]) -> tuple[list[dict], dict]:
             raise ValueError(f"{path}: not a jmipose bench results file: {'; '.join(problems[:5])}")
         results += document["records"]
         for key, value in document["settings"].items():
-            if key in settings and settings[key] != value and key in ("ops", "wall_s", "cpu_s"):
+            if key == "complete":
+                settings[key] = settings.get(key, True) and value
+            elif key in settings and settings[key] != value and key in ("ops", "wall_s", "cpu_s"):
                 settings[key] = f"{settings[key]} + {value}"
             else:
                 settings.setdefault(key, value)
@@ -121,9 +123,15 @@ def main(args: argparse.Namespace) -> int:
     set_threads(args.threads or available_cores())
     base = runner.SMALLEST if args.smallest else runner.QUICK if args.quick else runner.FULL
     settings = Settings(**{**vars(base), "memory": not args.no_memory})
+    def save_partial(results: list[dict], taken: dict) -> None:
+        if args.json:  # a run cut short (a timeout, a lost machine) still leaves its groups on disk
+            from jmipose.bench import records
+
+            records.write_json(args.json, results, taken)
+
     results, taken = runner.run(ops, device, quick=args.quick, smallest=args.smallest, settings=settings,
                                 compile_baseline=not args.no_compile, cpu_gflop=args.cpu_gflop,
-                                model_gflop=args.model_gflop)
+                                model_gflop=args.model_gflop, after_group=save_partial)
     _write(args, results, taken)
     print(f"jmipose bench: {len(results)} records in {taken['wall_s']} s wall, {taken['cpu_s']} s CPU",
           file=sys.stderr)

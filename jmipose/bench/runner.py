@@ -37,7 +37,7 @@ def parse_ops(text: str | None) -> list[str]:
 
 
 def build_cases(ops: list[str], device: str, quick: bool = False, smallest: bool = False,
-                compile_baseline: bool = True, cpu_gflop: float = 550.0,
+                compile_baseline: bool = True, cpu_gflop: float = 150.0,
                 model_gflop: float = 500.0) -> list[Case]:
     cases: list[Case] = []
     for op in ops:
@@ -59,9 +59,11 @@ def leave_out_compile(cases: list[Case]) -> None:
 
 
 def run(ops: list[str], device: str = "cpu", quick: bool = False, smallest: bool = False,
-        settings: Settings | None = None, compile_baseline: bool = True, cpu_gflop: float = 550.0,
-        model_gflop: float = 500.0, log=None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(records, settings as a dict) of the chosen ops; progress lines go to ``log`` (stderr)."""
+        settings: Settings | None = None, compile_baseline: bool = True, cpu_gflop: float = 150.0,
+        model_gflop: float = 500.0, log=None,
+        after_group=None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(records, settings as a dict) of the chosen ops; progress lines go to ``log`` (stderr);
+    ``after_group(records so far, settings)`` runs after each measured group."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     settings = settings or (SMALLEST if smallest else QUICK if quick else FULL)
     configure_allocator()
@@ -70,12 +72,20 @@ def run(ops: list[str], device: str = "cpu", quick: bool = False, smallest: bool
     if quick:
         leave_out_compile(cases)
     started_wall, started_cpu = time.perf_counter(), time.process_time()
+
+    def taken(complete: bool) -> dict[str, Any]:
+        return {"mode": "smallest" if smallest else "quick" if quick else "full", "device": device,
+                "ops": ",".join(ops), "torch_compile_baseline": compile_baseline, "cpu_gflop": cpu_gflop,
+                "model_gflop": model_gflop, **asdict(settings),
+                "wall_s": round(time.perf_counter() - started_wall, 1),
+                "cpu_s": round(time.process_time() - started_cpu, 1), "complete": complete}
+
     def progress(line: str) -> None:
         log(f"[{time.perf_counter() - started_wall:6.1f} s] {line}")
 
-    records = measure(cases, settings, env, progress=progress)
-    taken = {"mode": "smallest" if smallest else "quick" if quick else "full", "device": device,
-             "ops": ",".join(ops), "torch_compile_baseline": compile_baseline, **asdict(settings),
-             "wall_s": round(time.perf_counter() - started_wall, 1),
-             "cpu_s": round(time.process_time() - started_cpu, 1)}
-    return records, taken
+    def partial(records: list[dict[str, Any]]) -> None:
+        if after_group is not None:
+            after_group(records, taken(complete=False))
+
+    records = measure(cases, settings, env, progress=progress, after_group=partial)
+    return records, taken(complete=True)

@@ -243,8 +243,10 @@ def measure_group(group: list[Case], settings: Settings | None = None,
 
 
 def measure(cases: list[Case], settings: Settings | None = None, environment: dict[str, Any] | None = None,
-            progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Records for any list of cases, grouped by (op, variant, pass, shape) in first-seen order."""
+            progress: Callable[[str], None] | None = None,
+            after_group: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """Records for any list of cases, grouped by (op, variant, pass, shape) in first-seen order;
+    ``after_group(records so far)`` runs after each group (partial results survive a timeout)."""
     groups: dict[tuple, list[Case]] = {}
     for case in cases:
         groups.setdefault(case.group_key, []).append(case)
@@ -256,4 +258,6 @@ def measure(cases: list[Case], settings: Settings | None = None, environment: di
             progress(f"{first.op} {first.variant} {first.pass_} [{shape}]: "
                      + ", ".join(f"{c.backend}/{c.baseline}" for c in group))
         records += measure_group(group, settings, environment)
+        if after_group is not None:
+            after_group(records)
     return records
