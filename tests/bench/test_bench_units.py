@@ -200,3 +200,30 @@ def test_linear_memory_target_tells_linear_from_quadratic():
     quadratic = _result("B-cpu-linear", [at(1728, 1000), at(6912, 16000)])
     assert quadratic.status == "fail" and "x16.0" in quadratic.measured
     assert _result("B-cpu-linear", [at(1728, 1000)]).status == "not measured"
+
+
+def test_gpu_records_report_achieved_throughput_against_the_device_peak():
+    """The CUDA columns, from records made as a GPU run makes them (no GPU needed)."""
+    from jmipose.bench import markdown
+
+    env = {**ENV, "gpu": "NVIDIA H100 80GB HBM3"}
+    shape = {"B": 32, "h": 1, "N_m": 6912, "N_j": 6912, "d": 48}
+    flops = roofline.motion_attention_flops(shape, "fwd+bwd")
+    bytes_moved = roofline.motion_attention_bytes(shape, "fwd+bwd", "bfloat16")
+    seconds = flops / (0.5 * 989e12)  # exactly half the bfloat16 peak
+
+    def case(backend, baseline):
+        return Case("joint_motion_attention", "both directions", "fwd+bwd", backend, baseline, shape, "bfloat16",
+                    "cuda", make=Sleeper, flops=flops, bytes_moved=bytes_moved)
+
+    ours = records.make_record(case("cuda", "none"), [seconds] * 3, [0.001] * 3, 10 * 2**20, None, None, env)
+    sdpa = records.make_record(case("sdpa", "sdpa"), [2 * seconds] * 3, [0.001] * 3, 12 * 2**20, None, None, env)
+    assert ours["tflops"] == pytest.approx(494.5)
+    assert ours["tflops_fraction"] == pytest.approx(0.5)
+    assert ours["bandwidth_gbs"] == pytest.approx(bytes_moved / seconds / 1e9)
+    assert ours["bandwidth_fraction"] == pytest.approx(ours["bandwidth_gbs"] / 3350.0)
+    assert _result("B-gpu-sdpa", [ours, sdpa]) == targets.Result("pass", "2.00x (cuda)")
+    assert _result("B-gpu-tflops", [ours]).measured == "494.5 TFLOP/s = 50.0% of peak"
+    text = markdown.render([ours, sdpa])
+    assert "| TFLOP/s | % peak | GB/s |" in text
+    assert "| 494.5 | 50.0% |" in text
