@@ -28,11 +28,13 @@ def speedups(records: list[Record], op: str) -> dict[str, dict[str, float]]:
 
 
 def write_png(path: str | os.PathLike, records: list[Record]) -> list[str]:
-    """One horizontal bar chart per op (log-scale speed-up, a line at 1x); returns the ops drawn."""
+    """One horizontal bar chart per op (speed-up, a line at 1x; log scale where the values span more
+    than 20x); returns the ops drawn."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ops = [op for op in dict.fromkeys(r["op"] for r in records) if speedups(records, op)]
     if not ops:
@@ -56,9 +58,15 @@ def write_png(path: str | os.PathLike, records: list[Record]) -> list[str]:
             axis.bar_label(bars, labels=[f"{v:.2f}x" for v in values.values()], fontsize=6, padding=2)
         axis.set_yticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, fontsize=7)
         axis.invert_yaxis()
-        axis.set_xscale("log")
+        values = [v for series_values in series.values() for v in series_values.values()]
+        wide = max(values) / min(values) > 20  # log scale only where linear would squash the small bars
+        if wide:
+            axis.set_xscale("log")
+            axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
         axis.axvline(1.0, color="black", linewidth=0.8)
-        axis.set_xlabel("speed-up (baseline time / our time, log scale; > 1 = ours faster)", fontsize=8)
+        scale = "log scale; " if wide else ""
+        axis.set_xlabel(f"speed-up (baseline time / our time; {scale}> 1x = ours faster)", fontsize=8)
         axis.set_title(op, fontsize=9)
         axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
