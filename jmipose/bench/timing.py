@@ -173,15 +173,6 @@ def _read_peak(before: int, device: str) -> int:
     return max(0, _status_bytes("VmHWM") - before)
 
 
-def peak_memory(runner: Runner, device: str) -> tuple[int | None, str | None]:
-    """(bytes, None) or (None, why not): the growth during one call (module docstring)."""
-    before = _prepare_peak(runner, device)
-    if before is None:
-        return None, "no peak-RSS reset here (/proc/self/clear_refs)"
-    runner()
-    return _read_peak(before, device), None
-
-
 def _build(group: list[Case], settings: Settings) -> tuple[dict[int, Runner], dict[int, str]]:
     runners, failures = {}, {}
     for index, case in enumerate(group):
@@ -193,10 +184,12 @@ def _build(group: list[Case], settings: Settings) -> tuple[dict[int, Runner], di
                 runner()
             _sync(case.device)
             runners[index] = runner
-        except (RuntimeError, ValueError, TypeError, MemoryError) as exc:
+        except Exception as exc:  # noqa: BLE001
             # out of memory, a compiler failure, an unsupported dtype: record it, measure the others
             first_line = (str(exc).strip().splitlines() or [""])[0][:200]
             failures[index] = f"failed: {type(exc).__name__}: {first_line}"
+            if case.device.startswith("cuda"):
+                torch.cuda.empty_cache()  # what the failed case held must not crowd the next ones
     return runners, failures
 
 
