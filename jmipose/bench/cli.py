@@ -60,7 +60,7 @@ def _load(paths: list[Path]) -> tuple[list[dict], dict]:
         for key, value in document["settings"].items():
             if key == "complete":
                 settings[key] = settings.get(key, True) and value
-            elif key in settings and settings[key] != value and key in ("ops", "wall_s", "cpu_s"):
+            elif key in settings and settings[key] != value and key in ("mode", "ops", "wall_s", "cpu_s"):
                 settings[key] = f"{settings[key]} + {value}"
             else:
                 settings.setdefault(key, value)

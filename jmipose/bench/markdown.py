@@ -1,5 +1,5 @@
-"""The Markdown report of benchmark records: the targets with their status, then per op a table of
-median times and speed-ups over each baseline, then the model table."""
+"""The Markdown report of benchmark records: per op its targets with their status and a table of
+median times and speed-ups over each baseline; then the model table."""
 
 from __future__ import annotations
 
@@ -136,12 +136,13 @@ def render(records: list[Record], settings: dict[str, Any] | None = None, charts
         lines += ["", "Settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items())]
     lines += ["", f"Times are medians of interleaved repetitions; {NOISY} marks an inter-quartile range "
               "above 10% of the median (noisy). Speed-up `x B` = time of baseline B / time of ours; "
-              "peak MB is the "
-              "memory one call adds at its peak (inputs excluded).", "", "## Targets", ""]
-    lines += targets_table(records)
+              "peak MB is the memory one call adds at its peak (inputs excluded)."]
     ops = list(dict.fromkeys(r["op"] for r in records))
     for op in ops:
         lines += ["", f"## {op}", ""]
+        if op != "model":
+            lines += ["Targets (from the op's issue; GPU targets need a `--device cuda` run):", ""]
+            lines += targets_table(records, op) + [""]
         lines += model_table(records) if op == "model" else op_table(records, op)
         skipped = not_measured(records, op)
         if skipped:
