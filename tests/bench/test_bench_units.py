@@ -162,7 +162,7 @@ def test_speedup_target_passes_fails_and_reports_missing_records():
     ours = _record(median_s=1.0)
     eager = _record(backend="reference", baseline="eager", median_s=3.5)
     sdpa = _record(backend="sdpa", baseline="sdpa", median_s=0.9)
-    assert _result("B-cpu-eager", [ours, eager]) == targets.Result("pass", "3.50x (cpp)")
+    assert _result("B-cpu-eager", [ours, eager]) == targets.Result("pass", "3.50x (cpp); CPU-time ratio 1.00x")
     assert _result("B-cpu-sdpa", [ours, sdpa]).status == "fail"
     assert _result("B-cpu-sdpa", [ours]).status == "not measured"
     skipped = _record(backend="sdpa", baseline="sdpa", status="skipped", median_s=None, reason="x")
@@ -186,7 +186,8 @@ def test_region_gather_targets_use_the_quick_stand_in_and_say_so():
     full = {**shape, "batch": 32}
     ours32 = _record(**{**common, "shape": full}, median_s=1.0)
     tv32 = _record(**{**common, "shape": full}, backend="torchvision", baseline="torchvision", median_s=1.5)
-    assert _result("A-cpu-tv", [ours, tv, ours32, tv32]) == targets.Result("fail", "1.50x (cpp)")
+    assert _result("A-cpu-tv", [ours, tv, ours32, tv32]).measured.startswith("1.50x (cpp); CPU-time")
+    assert _result("A-cpu-tv", [ours, tv, ours32, tv32]).status == "fail"
     never = _result("A-cpu-never-slower", [ours, tv, ours32, tv32])
     assert never.status == "pass" and never.measured.startswith("min 1.50x (B32")
 
