@@ -120,9 +120,10 @@ def never_slower_target(device: str, baseline: str) -> Callable[[list[Record]], 
     return check
 
 
-def linear_memory_target(device: str, slack: float = 1.5) -> Callable[[list[Record]], Result]:
+def linear_memory_target(device: str, slack: float = 2.0) -> Callable[[list[Record]], Result]:
     """For every backend of ours and every (B, h, d, pass) measured at two N, peak memory grows at
-    most ``slack`` times as fast as N (quadratic growth would be the ratio of N squared)."""
+    most ``slack`` times as fast as N.  For N x4, linear growth is x4 and quadratic x16: a bound of
+    x8 separates them with room for allocator granularity at the small sizes --quick uses (a few MB)."""
     def check(records: list[Record]) -> Result:
         series: dict[tuple, list[Record]] = {}
         for r in records:
