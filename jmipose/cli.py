@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("jmipose.engine.evaluate", "evaluate a checkpoint: predictions JSON + PoseTrack AP"),
     "eval-ap": ("jmipose.metrics.posetrack_ap", "PoseTrack per-joint AP of prediction files (as poseval)"),
     "predict": ("jmipose.engine.predict", "poses on a video: annotated mp4 + PoseTrack JSON, frames/s"),
+    "bench": ("jmipose.bench.cli", "benchmark the ops and the model vs eager, torch.compile, torchvision, SDPA"),
 }
 
 
