@@ -30,7 +30,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from setuptools import Extension, setup

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from jmipose.fileio import atomic_write_bytes
 
 FORMAT = "jmipose-checkpoint"
 FORMAT_VERSION = 1
@@ -78,21 +79,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(name: str | os.PathLike, state_dict: Mapping[str, Tensor] | nn.Module,
                     config: Mapping[str, Any] | None = None,
                     metadata: Mapping[str, Any] | None = None) -> Path:
@@ -120,8 +106,8 @@ def save_checkpoint(name: str | os.PathLike, state_dict: Mapping[str, Tensor] | 
         "metadata": dict(metadata or {}),
     }
     text = json.dumps(record, indent=2, sort_keys=True)  # fails here, before anything is written
-    _atomic_write(weights_path, blob)
-    _atomic_write(json_path, (text + "\n").encode())
+    atomic_write_bytes(weights_path, blob)
+    atomic_write_bytes(json_path, (text + "\n").encode())
     return json_path
 
 

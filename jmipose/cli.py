@@ -42,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import only the chosen subcommand's module where possible (fast --help of one command).
     if argv and argv[0] in COMMANDS:
-        from jmipose import __version__
 
         module_name, help_text = COMMANDS[argv[0]]
         module = importlib.import_module(module_name)

@@ -6,7 +6,6 @@ jmipose.metrics.posetrack_ap): per joint, predictions sorted by score, precision
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
