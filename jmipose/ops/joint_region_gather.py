@@ -83,10 +83,12 @@ def _bilinear_gather(image: Tensor, py: Tensor, px: Tensor) -> Tensor:
     px = torch.where(finite, px, torch.full_like(px, -2.0))
     # Samples with py <= -1, py >= H (likewise x) read zero.  The closed bound at -1 keeps the
     # offset gradient there (torchvision's one-sided derivative); the value is still zero because
-    # the only corner inside the image has weight 0.  Clamping keeps the index math finite.
+    # the only corner inside the image has weight 0.  Points outside move to a constant, which keeps
+    # the index math finite (not clamp: whether clamp passes a gradient at its bound changed across
+    # torch releases, and the point y = -1 needs it).
     inside = finite & (py >= -1) & (py < h) & (px >= -1) & (px < w)
-    py = py.clamp(-1, h)
-    px = px.clamp(-1, w)
+    py = torch.where(inside, py, torch.full_like(py, -2.0))
+    px = torch.where(inside, px, torch.full_like(px, -2.0))
     y0 = torch.floor(py)
     x0 = torch.floor(px)
     ly, lx = py - y0, px - x0
