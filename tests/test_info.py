@@ -29,16 +29,22 @@ def test_backends_name_every_backend_and_say_why_not():
         assert not status["cuda"].live and "GPU" in status["cuda"].reason
 
 
-def _info_json(*extra: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+def _info_json(tmp_path, *extra: str) -> dict:
+    # The child must import the jmipose this process imported: the same environment (PYTHONPATH made
+    # absolute), run from an empty folder (``python -m`` puts the working directory first on sys.path,
+    # and a source checkout there has no compiled libraries).
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
     proc = subprocess.run([sys.executable, "-m", "jmipose", "info", "--json", *extra], capture_output=True,
-                          text=True, env=env, timeout=300, check=False)
+                          text=True, env=env, cwd=tmp_path, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
 
-def test_info_json_reports_versions_backends_and_build():
-    info = _info_json()
+def test_info_json_reports_versions_backends_and_build(tmp_path):
+    info = _info_json(tmp_path)
+    assert os.path.dirname(info["library_dir"]) == os.path.dirname(os.path.abspath(jmipose.__file__))
     assert info["jmipose"] == jmipose.__version__
     assert info["torch"] == torch.__version__
     assert set(info["backends"]) == set(BACKENDS)

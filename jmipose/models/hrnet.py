@@ -322,9 +322,11 @@ def load_hrnet_weights(model: PoseHighResolutionNet,
             try:  # weights_only: only tensors and plain containers; any other object is refused
                 source = torch.load(str(path), map_location="cpu", weights_only=True)
             except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                # torch's own message is several paragraphs long and suggests unpickling anyway
                 raise ValueError(f"HRNet weights: {path} is not a plain tensor file (it was not unpickled: "
-                                 f"{first_line})") from error
+                                 f"it would need unpickling arbitrary objects, which jmipose never does; "
+                                 f"save a plain state dict or safetensors instead; "
+                                 f"torch.load(weights_only=True) raised {type(error).__name__})") from error
     state = unwrap_state_dict(source)
     load_state_dict_strict(model, state, optional_suffixes=("num_batches_tracked",), what="HRNet weights")
     return model
