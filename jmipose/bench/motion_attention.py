@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from jmipose.bench import roofline
-from jmipose.bench.timing import PASSES, Case
+from jmipose.bench.timing import PASSES, Case, op_implementation, our_implementations
 
 OP = "joint_motion_attention"
 VARIANT = "both directions"
@@ -107,26 +107,12 @@ def _implementation(backend: str, baseline: str):
 
     if baseline == "sdpa":
         return sdpa_pair
-    if baseline == "eager":
-        return joint_motion_attention_reference
-    if baseline == "compile":
-        torch._dynamo.reset()  # one compiled shape per group: never hit dynamo's recompile limit
-        return torch.compile(joint_motion_attention_reference, dynamic=False)
-
-    def ours(*args, **kwargs):
-        return joint_motion_attention(*args, **kwargs, backend=backend)
-
-    return ours
+    return op_implementation(joint_motion_attention, joint_motion_attention_reference, backend, baseline)
 
 
 def implementations(device: str) -> list[tuple[str, str, str | None]]:
-    import jmipose
-
-    status = jmipose.ops.backends()
-    ours = ["cpp"] if device == "cpu" else ["cuda", "triton"]
-    result = [(b, "none", None if status[b].live else f"backend {b} not live: {status[b].reason}")
-              for b in ours]
-    return result + [("reference", "eager", None), ("reference", "compile", None), ("sdpa", "sdpa", None)]
+    """(backend, baseline, skip reason) of every implementation benchmarked on ``device``."""
+    return our_implementations(device) + [("sdpa", "sdpa", None)]
 
 
 def cases(device: str = "cpu", quick: bool = False, smallest: bool = False, compile_baseline: bool = True,

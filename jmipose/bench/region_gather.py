@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from jmipose.bench import roofline
-from jmipose.bench.timing import PASSES, Case
+from jmipose.bench.timing import PASSES, Case, op_implementation, our_implementations
 
 OP = "joint_region_gather"
 VARIANT = "modulated"
@@ -109,28 +109,12 @@ def _implementation(backend: str, baseline: str):
 
     if baseline == "torchvision":
         return torchvision_deform_conv2d()[0]
-    if baseline == "eager":
-        return joint_region_gather_reference
-    if baseline == "compile":
-        torch._dynamo.reset()  # one compiled shape per group: never hit dynamo's recompile limit
-        return torch.compile(joint_region_gather_reference, dynamic=False)
-
-    def ours(*args, **kwargs):
-        return joint_region_gather(*args, **kwargs, backend=backend)
-
-    return ours
+    return op_implementation(joint_region_gather, joint_region_gather_reference, backend, baseline)
 
 
 def implementations(device: str) -> list[tuple[str, str, str | None]]:
     """(backend, baseline, skip reason) of every implementation benchmarked on ``device``."""
-    import jmipose
-
-    status = jmipose.ops.backends()
-    # Triton on the CPU runs in its interpreter (a test tool, not a benchmark): GPU only.
-    ours = ["cpp"] if device == "cpu" else ["cuda", "triton"]
-    result = [(b, "none", None if status[b].live else f"backend {b} not live: {status[b].reason}")
-              for b in ours]
-    result += [("reference", "eager", None), ("reference", "compile", None)]
+    result = our_implementations(device)
     result.append(("torchvision", "torchvision", torchvision_deform_conv2d()[1]))
     return result
 

@@ -84,6 +84,32 @@ class Settings:
     memory: bool = True
 
 
+def op_implementation(op: Callable, reference: Callable, backend: str, baseline: str) -> Callable:
+    """What one benchmark row calls: the eager reference, ``torch.compile`` of it, or the public op on
+    ``backend`` (the op-specific baselines, torchvision and SDPA, are resolved by the op's module)."""
+    if baseline == "eager":
+        return reference
+    if baseline == "compile":
+        torch._dynamo.reset()  # one compiled shape per group: never hit dynamo's recompile limit
+        return torch.compile(reference, dynamic=False)
+
+    def ours(*args, **kwargs):
+        return op(*args, **kwargs, backend=backend)
+
+    return ours
+
+
+def our_implementations(device: str) -> list[tuple[str, str, str | None]]:
+    """(backend, baseline, skip reason) rows of our backends on ``device`` and the eager / compiled
+    reference.  Triton on the CPU runs in its interpreter (a test tool, not a benchmark): GPU only."""
+    import jmipose
+
+    status = jmipose.ops.backends()
+    ours = ["cpp"] if device == "cpu" else ["cuda", "triton"]
+    rows = [(b, "none", None if status[b].live else f"backend {b} not live: {status[b].reason}") for b in ours]
+    return rows + [("reference", "eager", None), ("reference", "compile", None)]
+
+
 def quartiles(samples: list[float]) -> tuple[float, float, float]:
     """(first quartile, median, third quartile); statistics.quantiles' exclusive method."""
     if not samples:
