@@ -8,8 +8,8 @@
 4. Evaluate both with PoseTrack AP (poseval's algorithm) on all, hard and easy validation frames.
 5. Write ``results.json``, ``report.md``, ``curves.png`` and ``predictions.mp4`` (baseline | JM-Pose).
 
-``--quick`` is a smoke version of about a minute (used by the tests); the default needs about six CPU
-minutes (one compute thread by default, see ``--threads``), well within ten minutes on two cores.
+``--quick`` is a smoke version of about a minute (used by the tests); the default needs about 13 CPU
+minutes (763 CPU seconds measured for seed 0; one compute thread by default, see ``--threads``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ DETECTIONS = "annotations/val_human_detections.json"  # the synthetic detector's
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes and schedules of one demo run (the defaults fit ten minutes on two CPU cores)."""
+    """Sizes and schedules of one demo run (the defaults take about 13 CPU minutes)."""
 
     videos: int = 12                 # training videos
     val_videos: int = 4
