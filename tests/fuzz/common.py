@@ -116,6 +116,13 @@ def assert_matches(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, wh
     assert err <= bound, f"{what}: max error {err:.3g} > {bound:.3g} ({dtype})"
 
 
+def assert_gradients_match(got: dict, want: dict, dtype, backend: str, nonfinite: bool) -> None:
+    """Every gradient of a fuzzed call has the input dtype and matches the reference's."""
+    for name, grad in got.items():
+        assert grad.dtype == dtype, name
+        assert_matches(grad, want[name], dtype, f"{backend} grad {name}", nonfinite, gradient=True)
+
+
 class Tally:
     """Counts what the examples of one test covered; with ``JMIPOSE_FUZZ_REPORT=<file>`` a JSON line per
     test is appended there (how docs/RELIABILITY.md's table was made)."""

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import jmipose
 from jmipose.ops.joint_motion_attention import _BACKEND_DTYPES, joint_motion_attention_reference
 from tests.backends import backend_params, require_backend
-from tests.fuzz.common import (LAYOUTS, NON_FINITE, Tally, assert_matches, budget, dtypes_for, lay_out, seeds,
-                               sprinkle)
+from tests.fuzz.common import (LAYOUTS, NON_FINITE, Tally, assert_gradients_match, assert_matches, budget,
+                               dtypes_for, lay_out, seeds, sprinkle)
 
 pytestmark = pytest.mark.fuzz
 TOKENS = ("q_m", "k_m", "v_m", "q_j", "k_j", "v_j", "res_m", "res_j")
@@ -125,9 +125,7 @@ def test_fuzz_matches_float64_reference(backend):
                   f"scale_{p['scale']}", f"residual_{p['residual']}")
         for name, g, w in zip(("out_m", "out_j"), got, want):
             assert_matches(g, w, dtype, f"{backend} {name}", nonfinite)
-        for name, grad in got_grads.items():
-            assert grad.dtype == dtype, name
-            assert_matches(grad, want_grads[name], dtype, f"{backend} grad {name}", nonfinite, gradient=True)
+        assert_gradients_match(got_grads, want_grads, dtype, backend, nonfinite)
 
     check()
     tally.write()

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 import jmipose
 from jmipose.ops.joint_region_gather import _DTYPES, joint_region_gather_reference
 from tests.backends import backend_params, require_backend
-from tests.fuzz.common import (HUGE, LAYOUTS, NON_FINITE, Tally, assert_matches, budget, dtypes_for, lay_out,
-                               seeds, sprinkle)
+from tests.fuzz.common import (HUGE, LAYOUTS, NON_FINITE, Tally, assert_gradients_match, assert_matches, budget,
+                               dtypes_for, lay_out, seeds, sprinkle)
 
 pytestmark = pytest.mark.fuzz
 NAMES = ("input", "offset", "mask", "weight", "bias")
@@ -130,9 +130,7 @@ def test_fuzz_matches_float64_reference(backend):
                   *(["image_over_9"] if max(g["size"]) > 9 else []),
                   *(["stride_3"] if 3 in g["stride"] else []), *(["dilation_3"] if 3 in g["dilation"] else []))
         assert_matches(got, want, dtype, f"{backend} output", nonfinite)
-        for name, grad in got_grads.items():
-            assert grad.dtype == dtype, name
-            assert_matches(grad, want_grads[name], dtype, f"{backend} grad {name}", nonfinite, gradient=True)
+        assert_gradients_match(got_grads, want_grads, dtype, backend, nonfinite)
 
     check()
     tally.write()
