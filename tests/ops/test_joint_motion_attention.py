@@ -403,6 +403,35 @@ def test_cpp_is_bitwise_deterministic_across_thread_counts():
             assert torch.equal(got, first)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_on_the_cpu_computes_in_float32(dtype, monkeypatch):
+    """backend=None with float16/bfloat16 CPU tensors (autocast): the cpp backend computes in float32
+    and hands back the input's dtype, gradients included, instead of a half-precision eager run."""
+    require_backend("cpp")
+    case = Case(2, 2, 21, 13, 16, masks="random")
+    inputs = _inputs(case, dtype, torch.device("cpu"))
+    grad_outputs = _grad_outputs(case, dtype, torch.device("cpu"))
+    backends = []
+    real_op = torch.ops.jmipose.joint_motion_attention
+
+    def spy(*args):
+        backends.append((args[-1], args[0].dtype))
+        return real_op(*args)
+
+    monkeypatch.setattr(torch.ops.jmipose, "joint_motion_attention", spy)
+    outputs, grads = _forward_backward(jmipose.ops.joint_motion_attention, inputs, grad_outputs)
+    assert backends == [("cpp", torch.float32)]
+    # the float64 reference on the half-rounded inputs, rounded like the result
+    expected_outputs, expected_grads = _expected(inputs, grad_outputs)
+    for out, ref in zip(outputs, expected_outputs):
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.double(), ref.to(dtype).double(), atol=2e-2, rtol=2e-2)
+    for name in GRAD_NAMES:
+        assert grads[name].dtype == dtype, name
+        torch.testing.assert_close(grads[name].double(), expected_grads[name].to(dtype).double(),
+                                   atol=5e-2, rtol=5e-2, msg=lambda m: f"grad {name}: {m}")
+
+
 def test_empty_batch_and_no_keys():
     require_backend("cpp")
     for backend in ("reference", "cpp"):
