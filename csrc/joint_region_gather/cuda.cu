@@ -213,10 +213,6 @@ int backward(const void* grad_output, const void* input, const void* offset, con
 }  // namespace jrg
 }  // namespace jmipose
 
-#define JRG_SIZE_PARAMS                                                                                        \
-  int64_t batch, int64_t in_channels, int64_t height, int64_t width, int64_t out_channels, int64_t kernel_h,   \
-      int64_t kernel_w, int64_t out_h, int64_t out_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,       \
-      int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t offset_groups
 #define JRG_GEOMETRY                                                                                            \
   jmipose::jrg::make_geometry(batch, in_channels, height, width, out_channels, kernel_h, kernel_w, out_h, out_w, \
                               stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups)

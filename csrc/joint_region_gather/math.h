@@ -148,3 +148,10 @@ JMIPOSE_HOST_DEVICE void coordinate_gradient(const BilinearCorners<T>& c, const 
 
 }  // namespace jrg
 }  // namespace jmipose
+
+// The size arguments of every exported joint_region_gather entry point (cpu.cpp and cuda.cu), in the
+// order the Python binding passes them.
+#define JRG_SIZE_PARAMS                                                                                          \
+  int64_t batch, int64_t in_channels, int64_t height, int64_t width, int64_t out_channels, int64_t kernel_h,     \
+      int64_t kernel_w, int64_t out_h, int64_t out_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,         \
+      int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups, int64_t offset_groups

@@ -229,16 +229,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a one-minute smoke version")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: the demo's small kernels gain little from more, "
-                             "and lose much when the cores are shared)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own choice, one per core; use 1 when the "
+                             "cores are busy with other work)")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or threads)
     try:
         results = run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
     finally:

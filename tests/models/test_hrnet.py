@@ -207,6 +207,23 @@ def test_freeze_keeps_batchnorm_in_eval_and_blocks_gradients():
     assert model.training and all(p.requires_grad for p in model.parameters())
 
 
+def test_forward_only_layout_gives_the_same_outputs_in_the_default_layout():
+    """Without autograd the CPU forward runs channels-last (faster convolutions); its heatmaps and
+    stage features equal the autograd forward's, in float64, and come back in the default layout."""
+    torch.manual_seed(0)
+    model = hrnet_tiny().double().eval()
+    images = torch.randn(3, 3, 64, 96, dtype=torch.float64)
+    want_heatmaps, want_features = model(images, return_stage_features=True)  # autograd on: default layout
+    assert want_heatmaps.requires_grad
+    for context, net in ((torch.no_grad(), model), (torch.enable_grad(), model.freeze())):
+        with context:
+            heatmaps, features = net(images, return_stage_features=True)
+        assert not heatmaps.requires_grad
+        for got, want in zip([heatmaps, *features], [want_heatmaps, *want_features]):
+            assert got.is_contiguous()
+            torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-12)
+
+
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         hrnet_tiny()(torch.randn(1, 4, 32, 32))
