@@ -354,23 +354,19 @@ def joint_motion_attention(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k
     if backend in _BACKEND_DTYPES and q_m.dtype not in _BACKEND_DTYPES[backend]:
         allowed = ", ".join(str(d).replace("torch.", "") for d in _BACKEND_DTYPES[backend])
         raise TypeError(f"{_OP}: backend {backend!r} supports {allowed}; got q_m of dtype {q_m.dtype}")
-    if backend is None and q_m.dtype in _HALF:
-        fastest = _backends.resolve_backend_cached(None, q_m.device.type, _OP, _SUPPORTED)
-        if q_m.dtype not in _BACKEND_DTYPES[fastest]:
+    dtype = q_m.dtype
+    if backend is None and dtype in _HALF:
+        backend = _backends.resolve_backend_cached(None, q_m.device.type, _OP, _SUPPORTED)
+        if dtype not in _BACKEND_DTYPES[backend]:
             # float16/bfloat16 where the device's fastest backend has no half kernel (the CPU, e.g.
             # under autocast): compute in float32 there and hand back the input's dtype, as autocast
             # does for an op without a half kernel (and as joint_region_gather does)
-            def widen(t):
-                return None if t is None else t.float()
-
-            out_m, out_j = joint_motion_attention(
-                *(widen(t) for t in (q_m, k_m, v_m, q_j, k_j, v_j)), res_m=widen(res_m), res_j=widen(res_j),
-                scale=scale, mask_m=mask_m, mask_j=mask_j, backend=fastest)
-            return out_m.to(q_m.dtype), out_j.to(q_m.dtype)
+            q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j = (
+                None if t is None else t.float() for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j))
     name = _backends.resolve_backend_cached(backend, q_m.device.type, _OP, _supported_for(q_m.dtype))
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j))
     _check_memory(q_m, q_j, needs_grad, name)
     out_m, out_j, _, _ = torch.ops.jmipose.joint_motion_attention(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j,
                                                                   mask_m, mask_j, scale, name)
-    return out_m, out_j
+    return out_m.to(dtype), out_j.to(dtype)
