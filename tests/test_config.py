@@ -83,3 +83,15 @@ def test_round_trip_through_plain_data():
     config = load_config("synthetic")
     data = json.loads(json.dumps(to_dict(config)))
     assert from_dict(Config, data) == config
+
+
+def test_synthetic_config_trains_on_the_demos_data_settings(tmp_path):
+    """configs/synthetic.yaml is the one-stage version of ``jmipose demo``: same crops, targets and
+    augmentation as the demo's own data config."""
+    from jmipose.engine.demo import DemoPlan, _data_config
+
+    shipped = load_config("synthetic").data
+    demo = _data_config(tmp_path, DemoPlan(), seed=0)
+    assert tuple(shipped.image_size) == tuple(demo.image_size)
+    for name in ("sigma", "unbiased_targets", "augment", "version"):
+        assert getattr(shipped, name) == getattr(demo, name), name
