@@ -209,3 +209,19 @@ def test_normalize_image():
     np.testing.assert_allclose(out[1], (1 - IMAGENET_MEAN[1]) / IMAGENET_STD[1], rtol=1e-6)
     with pytest.raises(ValueError, match="uint8"):
         normalize_image(image.astype(np.float32))
+
+
+def test_clip_box_keeps_the_clipped_box_inside_the_image():
+    """Clipping to a 192 x 144 frame: a box across the right / bottom edge ends exactly at the edge
+    (x + w <= 192 also after the float32 rounding, which alone overshoots by an ulp for about a
+    quarter of the positions), one inside is unchanged, one outside is None."""
+    from jmipose.data.posetrack_index import clip_box
+
+    for x in np.linspace(100.0, 191.0, 4001):
+        box = clip_box(np.array([x, 100.0 + x / 1000, 120.0, 80.0]), 192, 144)
+        right, bottom = float(box[0]) + float(box[2]), float(box[1]) + float(box[3])
+        assert 192 - 1e-4 <= right <= 192 and 144 - 1e-4 <= bottom <= 144, (x, box)
+        assert box[0] == np.float32(x)
+    np.testing.assert_array_equal(clip_box(np.array([-5.0, -2.0, 20.0, 10.0]), 192, 144), [0, 0, 15, 8])
+    np.testing.assert_array_equal(clip_box(np.array([10.5, 20.25, 30.0, 40.0]), 192, 144), [10.5, 20.25, 30, 40])
+    assert clip_box(np.array([200.0, 10.0, 20.0, 10.0]), 192, 144) is None
