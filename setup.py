@@ -114,7 +114,7 @@ def _ninja() -> str:
     except ImportError:
         found = shutil.which("ninja")
         if not found:
-            raise SystemExit("ninja not found: `pip install ninja` (it is a build requirement)")
+            raise SystemExit("ninja not found: `pip install ninja` (it is a build requirement)") from None
         return found
 
 

@@ -83,7 +83,7 @@ def memory_limit(limit: int | None) -> Iterator[None]:
         _override = saved
 
 
-@functools.lru_cache(maxsize=None)  # asked on every op call; a machine's memory does not change
+@functools.cache  # asked on every op call; a machine's memory does not change
 def _device_memory(device_type: str, index: int | None) -> int | None:
     if device_type == "cuda":
         import torch

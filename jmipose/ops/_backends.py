@@ -100,7 +100,7 @@ def cuda_lib() -> ctypes.CDLL | None:
     return _cuda_lib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_info() -> dict[str, Any]:
     """What ``setup.py`` recorded about the compiled libraries ({} when nothing was built)."""
     path = LIB_DIR / "build_info.json"
@@ -114,7 +114,7 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in {"", "0", "false", "False"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _triton_import_error() -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed"
@@ -161,7 +161,8 @@ def backends() -> dict[str, BackendStatus]:
     elif torch.cuda.is_available() or triton_interpret():
         status["triton"] = BackendStatus(True)
     else:
-        status["triton"] = BackendStatus(False, "no GPU (set TRITON_INTERPRET=1 to run Triton kernels on the CPU, slowly)")
+        status["triton"] = BackendStatus(
+            False, "no GPU (set TRITON_INTERPRET=1 to run Triton kernels on the CPU, slowly)")
     return status
 
 

@@ -116,7 +116,10 @@ def test_the_crop_shows_the_person(val_gt, pt18):
 def test_merged_file_gives_the_same_samples(pt18, val_gt):
     merged = PoseTrackVideoDataset(pt18, "annotations/test_posetrack18_val.json", "val", window=(-2, -1))
     assert len(merged) == len(val_gt)
-    key = lambda s: (s.image_id, s.track_id)
+
+    def key(s):
+        return (s.image_id, s.track_id)
+
     for a, b in zip(sorted(merged.samples, key=key), sorted(val_gt.samples, key=key)):
         assert a.frame_paths == b.frame_paths
         np.testing.assert_array_equal(a.box, b.box)

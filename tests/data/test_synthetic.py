@@ -85,7 +85,7 @@ def _check_posetrack_ids_and_boxes(data):
     """The PoseTrack18 rules, which hold for the real files too: image id = 1, the 6-digit video id
     and the 4-digit frame index; annotation id = image id * 100 + k; bbox = the labelled keypoints'
     extent enlarged 1.3x about its centre."""
-    for t, image in enumerate(data["images"]):
+    for image in data["images"]:
         frame = int(Path(image["file_name"]).stem)
         assert image["id"] == image["frame_id"] == 10000000000 + int(image["vid_id"]) * 10000 + frame
         assert image["nframes"] >= len(data["images"])

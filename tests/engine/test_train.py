@@ -168,7 +168,7 @@ def test_repeated_sigkill_at_random_times_always_resumes_to_the_same_weights(tmp
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
     folder = tmp_path / "cut" / "checkpoints"
     kills, seen = 0, -1
-    for attempt in range(40):
+    for _attempt in range(40):
         args = [sys.executable, str(TOY_SCRIPT), str(tmp_path / "cut"), "--epochs", "3", "--width", "64",
                 "--resume", "--digest-file", str(tmp_path / "cut.sha")]
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

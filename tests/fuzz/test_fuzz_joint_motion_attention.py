@@ -167,9 +167,11 @@ def _corruptions():
     for name in ("k_m", "v_m", "k_j", "v_j", "res_m", "res_j"):
         cases.append((resize(name, 2, 1), name, ValueError))
     for name in ("mask_m", "mask_j"):
-        cases += [(setter(name, lambda t: t.float()), name, TypeError), (setter(name, lambda t: t[0]), name, ValueError),
+        cases += [(setter(name, lambda t: t.float()), name, TypeError),
+                  (setter(name, lambda t: t[0]), name, ValueError),
                   (resize(name, 1, 2), name, ValueError), (setter(name, [[True]]), name, TypeError)]
-    cases += [(setter("scale", float("nan")), "scale", ValueError), (setter("scale", float("inf")), "scale", ValueError),
+    cases += [(setter("scale", float("nan")), "scale", ValueError),
+              (setter("scale", float("inf")), "scale", ValueError),
               (setter("scale", "0.5"), "scale", TypeError), (setter("scale", True), "scale", TypeError),
               (setter("scale", torch.tensor(0.5)), "scale", TypeError)]
     return cases

@@ -102,7 +102,8 @@ def test_all_masked_rows_and_single_tokens(emulated):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
+                         ids=["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("head_dim", [16, 20, 32, 48, 64, 128])
 def test_every_dtype_and_head_dim(emulated, dtype, head_dim):
     # d = 20: rows of 40/80 bytes take the element-wise (non-vectorised) tile copy

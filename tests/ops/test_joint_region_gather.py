@@ -348,8 +348,8 @@ def cases(draw, max_size=7, max_channels=3, max_kernel=3, max_batch=2):
     span = [dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]
     if any(size[i] + 2 * padding[i] < span[i] for i in range(2)):
         padding = tuple(max(padding[i], (span[i] - size[i] + 1) // 2) for i in range(2))
-    return make_case(batch=draw(st.integers(1, max_batch)), in_channels=in_channels, out_channels=out_channels, size=size,
-                     kernel=kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
+    return make_case(batch=draw(st.integers(1, max_batch)), in_channels=in_channels, out_channels=out_channels,
+                     size=size, kernel=kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      offset_groups=offset_groups, mask=draw(st.booleans()), bias=draw(st.booleans()),
                      offset_scale=draw(st.sampled_from([0.0, 0.5, 2.0, 5.0])), seed=draw(st.integers(0, 2**16)))
 
