@@ -63,13 +63,13 @@ def clip_box(box: np.ndarray, width: int, height: int) -> np.ndarray | None:
     x2, y2 = min(float(box[0] + box[2]), float(width)), min(float(box[1] + box[3]), float(height))
     if x2 <= x1 or y2 <= y1:
         return None
-    box = np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32)
+    clipped = np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32)
     # Rounding to float32 may push x + w (y + h) one ulp past the image edge: pull the size back in
     # (boxes that end inside the image keep the plain rounding).
     for start, size, edge in ((0, 2, float(width)), (1, 3, float(height))):
-        while float(box[start]) + float(box[size]) > edge and box[size] > 0:
-            box[size] = np.nextafter(box[size], np.float32(0))
-    return box
+        while float(clipped[start]) + float(clipped[size]) > edge and clipped[size] > 0:
+            clipped[size] = np.nextafter(clipped[size], np.float32(0))
+    return clipped
 
 
 def resolve_annotation_files(root: Path, annotations, split: str) -> list[Path]:
