@@ -79,6 +79,9 @@ class ModelConfig:
       default) or ``"neg_kl"`` (unbounded); see ``jmipose.models.losses.information``.
     - ``heatmap_residual``: final heatmaps = head output + the key frame's backbone heatmaps (not in
       the paper; off by default; helps a head trained on a frozen backbone start from its quality).
+    - ``residual_gate``: with ``heatmap_residual``, the head's correction is scaled per joint and pixel
+      by a sigmoid gate computed from the fused features, the key frame's heatmaps and each joint's
+      peak value there, so a confident key frame can keep its own heatmaps (not in the paper).
     - ``use_kernels``: True runs ``jmipose.ops``' default backends, False the eager references.
     """
 
@@ -106,6 +109,7 @@ class ModelConfig:
     mi_temperature: float = 0.05
     mi_proxy: str = "exp_neg_kl"
     heatmap_residual: bool = False
+    residual_gate: bool = False
     use_kernels: bool = True
 
     @classmethod
@@ -168,6 +172,8 @@ class ModelConfig:
             fail("mi_proxy", f"one of {MI_PROXIES}")
         if not self.mi_temperature > 0:
             fail("mi_temperature", "a positive number")
+        if self.residual_gate and not self.heatmap_residual:
+            fail("residual_gate", "False unless heatmap_residual is True (it gates the residual's correction)")
         if not self.is_temporal or not self.is_resolved:
             return
         if self.num_frames < 2:

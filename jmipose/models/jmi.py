@@ -245,6 +245,12 @@ class JointMotionPose(nn.Module):
         self.head = nn.Conv2d(channels, config.num_joints, kernel_size=1)
         nn.init.normal_(self.head.weight, std=0.001)
         nn.init.zeros_(self.head.bias)
+        self.residual_gate = None
+        if config.heatmap_residual and config.residual_gate:
+            # Inputs: fused features, the key heatmaps and each joint's peak; starts at a gate of 0.5.
+            self.residual_gate = nn.Conv2d(channels + 2 * config.num_joints, config.num_joints, 1)
+            nn.init.normal_(self.residual_gate.weight, std=1e-3)
+            nn.init.zeros_(self.residual_gate.bias)
         if config.freeze_backbone:
             backbone.freeze()
 
@@ -287,7 +293,11 @@ class JointMotionPose(nn.Module):
         fused = outputs[0] if self.stage_fuse is None else self.stage_fuse(torch.cat(outputs, dim=1))
         final = self.head(fused)
         if config.heatmap_residual:
-            final = final + key_heatmaps.to(final.dtype)
+            key = key_heatmaps.to(final.dtype)
+            if self.residual_gate is not None:
+                peak = key.amax(dim=(2, 3), keepdim=True).expand_as(key)
+                final = final * torch.sigmoid(self.residual_gate(torch.cat([fused, key, peak], dim=1)))
+            final = final + key
         aux = torch.stack(aux_terms).mean() if aux_terms else final.new_zeros((), dtype=torch.float32)
         return PoseOutput(final, key_heatmaps, aux)
 

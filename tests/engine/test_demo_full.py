@@ -1,9 +1,6 @@
 """The full ``jmipose demo`` (opt-in, marker slow: about 9 minutes per seed on 2 cores): JM-Pose beats
 the single-frame baseline by at least 3 AP Total on the validation frames, and by more on the hard
-frames, for every seed in ``JMIPOSE_DEMO_SEEDS`` (default ``0,1,2``, the seeds the README reports).
-
-Seed 2 falls short of the 3 AP target (measured +2.4 AP Total, +7.9 on the hard frames): it is an
-expected failure until the demo gains more, and turns into a pass (reported as XPASS) when it does."""
+frames, for every seed in ``JMIPOSE_DEMO_SEEDS`` (default ``0,1,2``, the seeds the README reports)."""
 
 from __future__ import annotations
 
@@ -12,12 +9,10 @@ import os
 import pytest
 
 SEEDS = [int(s) for s in os.environ.get("JMIPOSE_DEMO_SEEDS", "0,1,2").split(",") if s.strip()]
-SHORT = {2: "measured +2.4 AP Total on seed 2 (below the 3 AP target; see the README's demo table)"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [pytest.param(s, marks=pytest.mark.xfail(reason=SHORT[s], strict=False))
-                                  if s in SHORT else s for s in SEEDS])
+@pytest.mark.parametrize("seed", SEEDS)
 def test_jmpose_beats_the_baseline(seed, tmp_path):
     from jmipose.engine.demo import run_demo
 

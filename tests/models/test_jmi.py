@@ -24,7 +24,7 @@ CONFIGS = {
     "jm_no_interaction": {"variant": "jm", "use_interaction": False},
     "jm_no_aux": {"variant": "jm", "use_aux": False},
     "jmi_options": {"heads": 2, "attention_pool": 2, "offset_groups": 2, "channels": 16,
-                    "heatmap_residual": True, "mi_proxy": "neg_kl", "stages": [1, 3]},
+                    "heatmap_residual": True, "residual_gate": True, "mi_proxy": "neg_kl", "stages": [1, 3]},
     "jm_options": {"variant": "jm", "stages": [2, 4], "split_sides": False, "num_blocks": 2, "heads": 4,
                    "gather_dilation": 1},
     "jm_three_frames_key_first": {"variant": "jm", "num_frames": 3, "key_index": 0,
@@ -144,6 +144,35 @@ def test_heatmap_residual_adds_backbone_heatmaps():
     torch.testing.assert_close(output.heatmaps, reference(frames).heatmaps + output.backbone_heatmaps)
 
 
+def test_residual_gate_scales_the_correction_per_joint_and_pixel():
+    """final = H_key + sigmoid(W [S, H_key, max H_key] + b) * head(S), recomputed in float64 from the
+    model's fused features S (captured at the head's input) with the gate's own weights."""
+    model = make("jm", heatmap_residual=True, residual_gate=True, channels=16, num_blocks=1).double().eval()
+    with torch.no_grad():  # a gate far from its 0.5 start, different per joint and pixel
+        torch.nn.init.normal_(model.residual_gate.weight, std=0.5)
+        torch.nn.init.normal_(model.residual_gate.bias, std=1.0)
+        torch.nn.init.normal_(model.head.weight, std=0.1)
+    captured = {}
+    model.head.register_forward_hook(lambda module, inputs, output: captured.update(fused=inputs[0]))
+    frames = frames_for(model).double()
+    with torch.no_grad():
+        output = model(frames)
+    fused, key = captured["fused"], output.backbone_heatmaps
+    num_joints = key.shape[1]
+    peak = key.flatten(2).max(dim=2).values[:, :, None, None].expand_as(key)
+    gate_weight = model.residual_gate.weight[:, :, 0, 0]
+    logits = (torch.einsum("oc,bchw->bohw", gate_weight[:, :fused.shape[1]], fused)
+              + torch.einsum("oc,bchw->bohw", gate_weight[:, fused.shape[1]:-num_joints], key)
+              + torch.einsum("oc,bchw->bohw", gate_weight[:, -num_joints:], peak)
+              + model.residual_gate.bias[None, :, None, None])
+    correction = torch.einsum("oc,bchw->bohw", model.head.weight[:, :, 0, 0], fused) \
+        + model.head.bias[None, :, None, None]
+    expected = key + correction / (1 + torch.exp(-logits))
+    torch.testing.assert_close(output.heatmaps, expected, rtol=1e-10, atol=1e-12)
+    gate = 1 / (1 + torch.exp(-logits))
+    assert gate.min() < 0.2 and gate.max() > 0.8  # the check above covered gates far from 0.5
+
+
 def test_only_the_key_frame_matters_to_the_baseline():
     model = make("baseline").eval()
     frames = frames_for(model)
@@ -189,6 +218,7 @@ def test_bad_frames_are_named(name, frames, message):
     ({"offset_groups": 3}, "divisible by offset_groups"),
     ({"aux_objective": "kl"}, "aux_objective"),
     ({"mi_temperature": 0}, "mi_temperature"),
+    ({"residual_gate": True}, "residual_gate"),
     ({"num_frames": 1, "key_index": 0}, "at least 2"),
     ({"colour": "blue"}, "unknown keys"),
 ])
