@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -253,6 +254,7 @@ class Trainer:
         finally:
             if self.dist.is_main:
                 self.tensorboard.close()
+            self._release_ddp()
         curves = None
         if self.dist.is_main and self.plot:
             curves = plot_curves(self.output_dir / "train_log.csv", self.output_dir / "val_log.csv",
@@ -313,6 +315,20 @@ class Trainer:
         if bar is not None:
             bar.close()
         return False
+
+    def _release_ddp(self) -> None:
+        """Free the DDP wrapper now, while the process group is alive.
+
+        Its reducer holds a reference to the gloo process group.  Were that the last one (the group
+        destroyed first, the trainer freed later), the group's C++ destructor would run inside the
+        reducer's, holding the GIL while it joins gloo's worker threads, and a worker still freeing a
+        finished collective that holds Python tensors waits for the GIL: the process never exits (seen
+        in about 1 of 6 two-process CPU runs).  Freed here, the group's last reference is its Python
+        handle, which ``destroy_process_group`` drops with the GIL released."""
+        if self.train_model is self.model:
+            return
+        self.train_model = self.model
+        gc.collect()  # DDP's hooks may form reference cycles; free the reducer before the group goes
 
     def _step(self, batch: dict) -> tuple[float, dict[str, float], int]:
         cfg, device = self.cfg, self.dist.device

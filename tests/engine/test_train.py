@@ -240,12 +240,20 @@ def test_resume_refuses_another_model_config(tmp_path):
 def test_torchrun_two_processes_on_cpu(tmp_path):
     environment = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(29500 + os.getpid() % 1000), str(TOY_SCRIPT),
-                           str(tmp_path / "ddp"),
-                           "--epochs", "1", "--digest-file", str(tmp_path / "ddp.sha")],
-                          env=environment, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # its own session, so that a hung run's workers are killed with the launcher, not left behind
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", str(29500 + os.getpid() % 1000), str(TOY_SCRIPT),
+                             str(tmp_path / "ddp"),
+                             "--epochs", "1", "--digest-file", str(tmp_path / "ddp.sha")],
+                            env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        pytest.fail(f"2-process torchrun did not finish in 180 s; stderr: {stderr[-3000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
     # DDP keeps the replicas identical; rank 0 logged and checkpointed
     assert (tmp_path / "ddp.sha.0").read_text() == (tmp_path / "ddp.sha.1").read_text()
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "train_log.csv")))

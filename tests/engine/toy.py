@@ -144,6 +144,8 @@ def main(argv=None) -> int:
     trainer = make_trainer(args.out, width=args.width, epochs=args.epochs, num_workers=args.workers,
                            dist_info=info, **extra)
     trainer.fit(resume=args.resume)
+    # fit() frees its DDP wrapper before the process group goes (else exit can deadlock in gloo)
+    assert trainer.train_model is trainer.model, "Trainer.fit left its DDP wrapper alive"
     if args.digest_file:
         with open(f"{args.digest_file}.{info.rank}", "w") as f:
             f.write(weights_digest(trainer.model))
