@@ -246,7 +246,7 @@ class JointMotionPose(nn.Module):
         nn.init.normal_(self.head.weight, std=0.001)
         nn.init.zeros_(self.head.bias)
         self.residual_gate = None
-        if config.heatmap_residual and config.residual_gate:
+        if config.residual_gate:  # validated: only together with heatmap_residual
             # Inputs: fused features, the key heatmaps and each joint's peak; starts at a gate of 0.5.
             self.residual_gate = nn.Conv2d(channels + 2 * config.num_joints, config.num_joints, 1)
             nn.init.normal_(self.residual_gate.weight, std=1e-3)
