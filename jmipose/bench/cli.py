@@ -95,6 +95,11 @@ def _write(args: argparse.Namespace, results: list[dict], taken: dict) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from jmipose.bench.environment import available_cores, set_threads
+    from jmipose.fileio import check_output_file
+
+    for option, path in (("--json", args.json), ("--md", args.md), ("--plot", args.plot)):
+        if path is not None:
+            check_output_file(path, option)  # before the measurements, not after them
 
     if args.from_json:
         try:

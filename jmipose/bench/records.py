@@ -161,7 +161,12 @@ def write_json(path: str | os.PathLike, records: list[dict[str, Any]], settings:
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be a results file") from None
 
 
 def shape_label(shape: dict[str, Any]) -> str:

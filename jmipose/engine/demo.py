@@ -156,8 +156,9 @@ def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: 
 
     started = time.perf_counter()
     plan = plan or PLANS["quick" if quick else "default"]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from jmipose.fileio import check_output_dir
+
+    out = check_output_dir(out, "out")   # a file, or a path under a file, fails before the work
     for stale in ("baseline", "jmpose", "eval", "eval_detector_boxes"):  # a demo run always starts afresh
         if (out / stale).is_dir():
             shutil.rmtree(out / stale)
@@ -245,8 +246,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from jmipose.fileio import check_output_dir
+
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    check_output_dir(args.out, "--out")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or threads)
     try:

@@ -32,15 +32,26 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
+def pick_device(name, local_rank: int = 0, what: str = "train.device") -> torch.device:
+    """``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or a
+    ``torch.device``) as a device this process can use; a ``ValueError`` naming ``what`` otherwise."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{what} must be auto, cpu, cuda or cuda:N, got {str(name)!r}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"train.device is {name!r} but CUDA is not available")
+            raise ValueError(f"{what} is {str(name)!r} but torch sees no CUDA device (a CPU-only torch build, "
+                             f"or no GPU visible); use cpu")
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"{what} is {str(name)!r} but torch sees {torch.cuda.device_count()} CUDA "
+                             f"device(s)")
     return device
 
 

@@ -249,8 +249,12 @@ def evaluate(config, checkpoint: str | os.PathLike | None = None, overrides=(), 
     from jmipose.engine.distributed import pick_device
     from jmipose.models import build_model, load_model
 
+    from jmipose.fileio import check_output_dir
+
     config = load_config(config, overrides)
-    torch_device = pick_device(device)
+    torch_device = pick_device(device, what="device")
+    out = Path(out_dir) if out_dir is not None else Path(config.output_dir) / f"eval_{split}"
+    check_output_dir(out, "--out" if out_dir is not None else "output folder")  # before the work
     if checkpoint is not None:
         model = load_model(checkpoint, use_kernels=config.model.use_kernels)
     elif config.model.backbone_weights:
@@ -259,7 +263,6 @@ def evaluate(config, checkpoint: str | os.PathLike | None = None, overrides=(), 
         raise ValueError("evaluate: give a checkpoint (--checkpoint) or set model.backbone_weights; "
                          "a model with random weights has nothing to evaluate")
     dataset = build_dataset(config.data, split)
-    out = Path(out_dir) if out_dir is not None else Path(config.output_dir) / f"eval_{split}"
     return evaluate_model(model.to(torch_device), dataset, list(dataset.annotation_files), out, config.eval,
                           torch_device, progress=progress)
 
@@ -275,10 +278,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from jmipose.engine.distributed import pick_device
     from jmipose.metrics import format_table
+
+    pick_device(args.device, what="--device")   # named as the option, before any work
 
     result = evaluate(args.config, args.checkpoint, args.overrides, split=args.split, out_dir=args.out,
                       device=args.device)
+    if not result["all"]["frames"]:
+        raise ValueError(f"nothing to score: no {args.split} frame of the ground truth has an annotated "
+                         f"person (PoseTrack AP scores only those), so there is no AP")
     for part in ("all", "hard", "easy"):
         if part in result:
             print(f"{part} frames ({result[part]['frames']}):")

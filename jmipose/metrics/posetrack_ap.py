@@ -17,9 +17,10 @@ For every evaluated frame (see :mod:`jmipose.metrics.posetrack_io`):
 Per joint: the lists of all frames are sorted by score (``numpy.argsort``, descending, the same call
 as poseval so ties break the same way), precision/recall are accumulated and AP is the VOC
 all-point area (precision made monotone). A joint with no prediction has AP 0; a joint with
-predictions but no ground truth has AP NaN. Columns: Head = mean(head_top, head_bottom, nose),
-the limbs the mean of left and right, Total = the mean of the 15 joint APs that are not NaN (not
-the mean of the columns). Ears are not scored.
+predictions but no ground truth has AP NaN; with no frame to score (no ground-truth frame with an
+annotated person, or a filter that keeps none) every value is NaN and ``frames`` is 0. Columns:
+Head = mean(head_top, head_bottom, nose), the limbs the mean of left and right, Total = the mean of
+the 15 joint APs that are not NaN (not the mean of the columns). Ears are not scored.
 """
 
 from __future__ import annotations
@@ -181,6 +182,9 @@ class _Accumulator:
         self.frames += 1
 
     def result(self) -> dict:
+        if not self.frames:  # nothing scored: no AP at all (NaN), never a 0 that reads as a result
+            return {col: float("nan") for col in COLUMNS} | {
+                "per_joint": {name: float("nan") for name in POSEVAL_JOINTS}, "frames": 0}
         per_joint = {}
         for j, name in enumerate(POSEVAL_JOINTS):
             ap, _, _ = average_precision(np.array(self.scores[j], dtype=np.float64),
@@ -314,14 +318,15 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from jmipose.fileio import atomic_write_json
+    from jmipose.fileio import atomic_write_json, check_output_file
 
-    try:
-        result = posetrack_ap(args.gt_dir, args.pred_dir, per_sequence=args.per_sequence,
-                              require_scores=not args.allow_missing_scores)
-    except ValueError as e:
-        print(f"jmipose eval-ap: {e}")
-        return 2
+    if args.json_out:
+        check_output_file(args.json_out, "--json")  # before the work, not after the table is printed
+    result = posetrack_ap(args.gt_dir, args.pred_dir, per_sequence=args.per_sequence,
+                          require_scores=not args.allow_missing_scores)
+    if not result["frames"]:
+        raise ValueError(f"nothing to score: no ground-truth frame in {args.gt_dir} has an annotated person "
+                         f"(poseval scores only those), so there is no AP")
     print(format_table(result))
     print(f"({result['frames']} labelled frames)")
     if args.json_out:

@@ -46,13 +46,20 @@ def test_train_then_evaluate_a_checkpoint(tiny_config, tmp_path, shared_data):
 def test_train_and_eval_command_lines(tiny_config, tmp_path, capsys):
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(yaml.safe_dump(tiny_config))
-    assert cli(["train", str(config_file), "train.lr=5e-4", "--output-dir", str(tmp_path / "cli")]) == 0
+    # a dotted override after an option (argparse's intermixed parsing)
+    assert cli(["train", str(config_file), "--output-dir", str(tmp_path / "cli"), "train.lr=5e-4"]) == 0
     assert "trained 1 epochs" in capsys.readouterr().out
     stored = json.loads((tmp_path / "cli" / "checkpoints" / "last.json").read_text())
     assert stored["config"]["train"]["lr"] == 5e-4 and stored["config"]["model"]["variant"] == "jmi"
-    # a second run needs --resume; with it, the finished run has nothing left to do
-    with pytest.raises(FileExistsError):
-        cli(["train", str(config_file), "--output-dir", str(tmp_path / "cli")])
+    # a second run needs --resume (one line, exit 2); a resume with another model is refused the same
+    # way; with --resume, the finished run has nothing left to do
+    assert cli(["train", str(config_file), "--output-dir", str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds a checkpoint; pass resume=True (--resume)" in err
+    assert cli(["train", str(config_file), "--output-dir", str(tmp_path / "cli"), "--resume",
+                "model.channels=16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume: the model config differs from the checkpoint's in ['channels']" in err
     assert cli(["train", str(config_file), "--output-dir", str(tmp_path / "cli"), "--resume"]) == 0
     assert cli(["eval", str(config_file), "--checkpoint", str(tmp_path / "cli" / "checkpoints" / "last"),
                 "--out", str(tmp_path / "cli-eval")]) == 0
@@ -68,4 +75,4 @@ def test_eval_ap_command_line_reports_problems(tmp_path, shared_data, capsys):
     gt = shared_data / "posetrack18" / "annotations" / "val"
     (tmp_path / "pred").mkdir()
     assert cli(["eval-ap", str(gt), str(tmp_path / "pred")]) == 2
-    assert "no prediction file for sequence 003418_mpii_test" in capsys.readouterr().out
+    assert "no prediction file for sequence 003418_mpii_test" in capsys.readouterr().err
