@@ -25,6 +25,7 @@ backbone work.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,9 +38,12 @@ from torch import nn
 from jmipose.data.video import Frame, FrameWindow, VideoReader, sliding_windows
 from jmipose.decode import decode_heatmaps, heatmap_to_image, merge_flipped, oks_nms, rescore
 from jmipose.engine.boxes import (DetectionBoxes, PersonBox, TrackedBoxes, WholeFrameBoxes, box_iou,
-                                  load_detections)
+                                  check_threshold, load_detections, posetrack_sequence)
+
+log = logging.getLogger("jmipose.predict")
 
 DEFAULT_INPUT_SIZE = (288, 384)   # (width, height), the W48 configs
+MAX_INPUT_SIDE = 4096             # model input sides above this are refused as absurd (W48 uses 288x384)
 JOINT_THRESHOLD = 0.2             # joints scored above this count for person scores and tracking boxes
 
 
@@ -83,6 +87,9 @@ def _frames_of(items: Iterable) -> Iterator[Frame]:
         if not is_rgb or image.dtype != np.uint8:
             what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"frames: frame {index} must be an [H, W, 3] uint8 RGB array, got {what}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"frames: frame {index} is {image.shape[1]}x{image.shape[0]} (an empty image): "
+                             f"there is nothing to estimate poses on")
         size = size or image.shape
         if image.shape != size:
             raise ValueError(f"frames: frame {index} is {image.shape[1]}x{image.shape[0]}, the stream "
@@ -128,8 +135,9 @@ class Inferencer:
                              f"'reference' (eager PyTorch ops), got {backend!r}")
         if not 0.0 < float(crop_hold_iou) <= 1.0:
             raise ValueError(f"crop_hold_iou must be in (0, 1], got {crop_hold_iou!r}")
-        self.device = torch.device(device if device is not None else
-                                   ("cuda" if torch.cuda.is_available() else "cpu"))
+        from jmipose.engine.distributed import pick_device
+
+        self.device = pick_device("auto" if device is None else device, what="device")
         self.backend = backend
         self.batch_size = batch_size
         self.smoothing = smoothing
@@ -142,9 +150,18 @@ class Inferencer:
         self.default_fps = float(fps)
         self.model, record_size = self._load(checkpoint, backbone_weights)
         size = input_size if input_size is not None else record_size or DEFAULT_INPUT_SIZE
-        if len(size) != 2 or any(int(s) != s or s <= 0 or s % 32 for s in size):
-            raise ValueError(f"input_size must be (width, height), multiples of 32, got {size!r}")
+        if (not isinstance(size, (tuple, list)) or len(size) != 2
+                or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and np.isfinite(s) for s in size)
+                or any(int(s) != s or not 32 <= s <= MAX_INPUT_SIDE or s % 32 for s in size)):
+            what = "input_size" if input_size is not None else f"checkpoint {checkpoint}: data.image_size"
+            raise ValueError(f"{what} must be (width, height), multiples of 32 in [32, {MAX_INPUT_SIDE}], "
+                             f"got {size!r}")
         self.input_size = (int(size[0]), int(size[1]))
+        from jmipose.resources import check_bytes
+
+        # a batch of crops as float32, before the first one is cut
+        check_bytes(f"a batch of {batch_size} crops of {self.input_size[0]}x{self.input_size[1]} pixels",
+                    batch_size * 3 * self.input_size[0] * self.input_size[1] * 4, self.device)
         config = self.model.config
         self.temporal = config.variant != "baseline"
         self.key_index = config.key_index if self.temporal else 0
@@ -168,8 +185,8 @@ class Inferencer:
         elif isinstance(checkpoint, (str, os.PathLike)):
             record = read_checkpoint_record(checkpoint)   # clear error when missing or not ours
             data = record.get("config", {}).get("data") or {}
-            if data.get("image_size"):
-                record_size = tuple(int(v) for v in data["image_size"])
+            if isinstance(data, dict) and data.get("image_size"):
+                record_size = data["image_size"]   # checked by the caller
             model = load_model(checkpoint, use_kernels=use_kernels)
         else:
             raise TypeError(f"checkpoint must be a path (<name> of <name>.json + .safetensors) or a model, "
@@ -330,13 +347,18 @@ class Inferencer:
     # ----- the public call -----
 
     def __call__(self, source, *, detections=None, boxes=None, detection_threshold: float = 0.2,
-                 fps: float | None = None) -> Iterator[FrameResult]:
+                 fps: float | None = None, sequence: int | None = None) -> Iterator[FrameResult]:
         """A generator of ``FrameResult`` per frame of ``source`` (a video file, a folder of images, a
         ``VideoReader`` or an iterable of [H, W, 3] uint8 RGB arrays).  Person boxes: ``detections``
         (a COCO-style JSON path or its parsed list), ``boxes`` (x, y, w, h rows for the first frame,
-        then tracked), or neither (the whole frame).  Bad inputs raise here, before the generator."""
+        then tracked), or neither (the whole frame).  PoseTrack image ids (``1SSSSSSFFFF``) in
+        ``detections`` are matched to ``sequence``, by default the PoseTrack sequence the source's name
+        gives (``003418_mpii_test``).  Bad inputs raise here, before the generator."""
+        check_threshold(detection_threshold)
         if isinstance(source, (str, os.PathLike)):
             source = VideoReader(Path(source), background=True)
+        if sequence is None and isinstance(source, VideoReader):
+            sequence = posetrack_sequence(source.path.name if source.is_folder else source.path.stem)
         streaming = not isinstance(source, VideoReader)
         if streaming:
             frames, frame_size = _frames_of(source), None
@@ -344,7 +366,7 @@ class Inferencer:
             frames, fps = source.frames(), fps or source.fps
             frame_size = source.size
         if detections is not None and not isinstance(detections, dict):
-            detections = load_detections(detections, detection_threshold)
+            detections = load_detections(detections, detection_threshold, sequence=sequence)
         if boxes is not None and frame_size is not None:
             self._box_source(frame_size, None, boxes, detection_threshold)  # check the boxes now
         return self._run(frames, frame_size, detections, boxes, detection_threshold, fps or self.default_fps,
@@ -375,6 +397,14 @@ class Inferencer:
                     jobs = []
             if jobs:
                 yield from self._flush(jobs, cache, source, smoother, behind)
+            if isinstance(detections, dict) and source is not None:
+                frame_count = window.index + 1
+                beyond = sorted(f for f in detections if f >= frame_count)
+                if beyond:
+                    log.warning("detections: %d boxes are on frames %s, which the %d-frame video does not "
+                                "have (ignored; wrong video or frame numbering?)",
+                                sum(len(detections[f]) for f in beyond),
+                                beyond if len(beyond) <= 5 else f"{beyond[0]}..{beyond[-1]}", frame_count)
         finally:
             if hasattr(frames, "close"):
                 frames.close()
