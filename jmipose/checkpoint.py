@@ -121,6 +121,8 @@ def read_checkpoint_record(name: str | os.PathLike) -> dict[str, Any]:
         record = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"checkpoint: {json_path} is not valid JSON ({error})") from error
+    except RecursionError:
+        raise CheckpointError(f"checkpoint: {json_path} is nested too deeply to be a checkpoint record") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint: {json_path} is not a {FORMAT} record")
     if record.get("format_version") != FORMAT_VERSION:
@@ -129,6 +131,10 @@ def read_checkpoint_record(name: str | os.PathLike) -> dict[str, Any]:
     weights = record.get("weights")
     if not isinstance(weights, dict) or not {"file", "size", "sha256"} <= set(weights):
         raise CheckpointError(f"checkpoint: {json_path} lacks weights.file/size/sha256")
+    for key in ("config", "metadata"):
+        if not isinstance(record.get(key, {}), dict):
+            raise CheckpointError(f"checkpoint: {json_path}: '{key}' must be an object, "
+                                  f"got {type(record[key]).__name__}")
     return record
 
 

@@ -91,6 +91,19 @@ class SequenceFiles:
         return cls(directory=directory, first=first, last=last, width=width, extension=extension, names=names)
 
 
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) an image file declares in its header, read without decoding the pixels (so a
+    memory limit can be checked first); None when the header cannot be read that way (the decoder then
+    reports the problem)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:   # reads the header only
+            return int(image.size[0]), int(image.size[1])
+    except Exception:  # noqa: BLE001 - any failure: leave the verdict to the decoder
+        return None
+
+
 def read_image_rgb(path: str | Path) -> np.ndarray:
     """Read a frame as ``[H, W, 3]`` RGB uint8, with a :class:`DataError` naming the file when it is
     missing, empty, not an image or a truncated JPEG (OpenCV would decode half a JPEG silently)."""

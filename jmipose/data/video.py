@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from jmipose.data.errors import DataError
-from jmipose.data.frames import IMAGE_EXTENSIONS, read_image_rgb
+from jmipose.data.frames import IMAGE_EXTENSIONS, image_size, read_image_rgb
 from jmipose.data.window import DEFAULT_WINDOW, key_index, normalize_window, window_indices, window_offsets
 from jmipose.resources import check_bytes
 
@@ -206,18 +206,26 @@ class VideoReader:
                 raise DataError(
                     self.path, None, f"the folder holds no frame images ({', '.join(IMAGE_EXTENSIONS)})"
                 )
+            declared = image_size(self._files[0])
+            if declared is not None:
+                self._check_frame_memory(*declared)
             first = read_image_rgb(self._files[0])
+            self._check_frame_memory(first.shape[1], first.shape[0])
             self.fps = fps
             self.frame_count: int | None = len(self._files)
         else:
             capture = self._open_capture()
             try:
-                self._check_frame_memory(capture)
+                width, height = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+                if np.isfinite(width) and np.isfinite(height) and width > 0 and height > 0:
+                    self._check_frame_memory(int(width), int(height))
+                # else the container does not say; the first decoded frame is checked by its size below
                 ok, first = capture.read()
                 if not ok or first is None:
                     raise DataError(
                         self.path, None, "the video has no decodable frame (corrupt or empty file?)"
                     )
+                self._check_frame_memory(first.shape[1], first.shape[0])
                 reported_fps = capture.get(cv2.CAP_PROP_FPS)
                 count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
             finally:
@@ -235,12 +243,10 @@ class VideoReader:
             )
         return capture
 
-    def _check_frame_memory(self, capture: cv2.VideoCapture) -> None:
-        """Refuses, before decoding, a video whose frames would not fit the memory limit of
-        :mod:`jmipose.resources`: a decoded BGR frame, its RGB copy and, in the background, the queue."""
-        width, height = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
-        if not (np.isfinite(width) and np.isfinite(height)) or width <= 0 or height <= 0:
-            return  # the container does not say; the first decoded frame is checked by its size below
+    def _check_frame_memory(self, width: int, height: int) -> None:
+        """Refuses, before decoding, a video or frame folder whose frames would not fit the memory limit
+        of :mod:`jmipose.resources`: a decoded BGR frame, its RGB copy and, in the background, the queue
+        (sizes from the container's header or the first image's, before its pixels are decoded)."""
         frames = 2 + (self.queue_size if self.background else 0)
         check_bytes(f"{self.path}: decoding {int(width)}x{int(height)} frames ({frames} held at once)",
                     int(width) * int(height) * 3 * frames)  # the caller's finally releases the capture
@@ -261,6 +267,12 @@ class VideoReader:
 
     def _decode_folder(self) -> Iterator[Frame]:
         for index, path in enumerate(self._files):
+            # a frame larger than the first is refused from its header, before its pixels are decoded
+            # (the area is compared: a JPEG's EXIF rotation swaps the sides the decoder returns)
+            declared = image_size(path) if index else None
+            if declared is not None and declared[0] * declared[1] > self.width * self.height:
+                raise DataError(path, None, f"frame is {declared[0]}x{declared[1]}, the stream started at "
+                                            f"{self.width}x{self.height}")
             image = read_image_rgb(path)
             self._check_size(image, path)
             image.flags.writeable = False

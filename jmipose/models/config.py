@@ -18,6 +18,11 @@ VARIANTS = ("jmi", "jm", "baseline")
 BACKBONES = ("w48", "w32", "tiny")
 AUX_OBJECTIVES = ("mi", "orthogonality", "none")
 MI_PROXIES = ("exp_neg_kl", "neg_kl")
+# Upper bounds of the sizes that multiply memory, far above any real setting (W48: 48 channels), so
+# that an absurd value (``channels: 1000000000000`` in a checkpoint's JSON) is refused before
+# anything is allocated; build_model then checks the parameters' bytes against JMIPOSE_MAX_BYTES.
+SIZE_LIMITS = {"num_joints": 1024, "num_frames": 64, "channels": 4096, "num_blocks": 64, "heads": 256,
+               "attention_pool": 64, "gather_kernel": 31, "gather_dilation": 64, "offset_groups": 256}
 
 # Per-variant values of the fields that are None in a config.
 VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -158,6 +163,10 @@ class ModelConfig:
 
         if self.backbone not in BACKBONES:
             fail("backbone", f"one of {BACKBONES}")
+        for name, top in SIZE_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > top:
+                fail(name, f"at most {top} (a sane size)")
         if not isinstance(self.num_joints, int) or self.num_joints < 1:
             fail("num_joints", "a positive int")
         if not isinstance(self.num_frames, int) or self.num_frames < 1:
