@@ -147,7 +147,7 @@ def _parse_override_value(raw: str, tp: Any, key: str) -> Any:
         return None
     try:
         value = yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     if str in options and not isinstance(value, str) and not any(
             o is not str and _fits(value, o, key) for o in options if o is not type(None)):
@@ -274,6 +274,28 @@ class EvalConfig:
             raise ConfigError("config: eval.batch_size must be >= 1 and eval.num_workers >= 0")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently, so a duplicated ``lr:`` would quietly replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: the base constructor reports it
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(source: str | Path) -> dict:
     """A YAML mapping from a path, or from ``jmipose/configs/<source>.yaml`` when ``source`` is a name."""
     path = Path(source)
@@ -290,11 +312,19 @@ def read_yaml(source: str | Path) -> dict:
             raise ConfigError(f"config: no such file {path}")
         text, where = path.read_text(encoding="utf-8"), str(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:   # PyYAML's own text spreads over several lines: one line here
+        mark = e.problem_mark or e.context_mark
+        at = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        context = f" {e.context}" if e.context else ""
+        raise ConfigError(f"config: {where}{at}: not valid YAML ({e.problem}{context})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config: {where} is not valid YAML ({e})") from None
+        raise ConfigError(f"config: {where} is not valid YAML ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise ConfigError(f"config: {where} is nested too deeply to be a config") from None
     if data is None:
-        return {}
+        raise ConfigError(f"config: {where} is empty; give at least one section (model, data, train, eval) "
+                          f"or start from a shipped config ({', '.join(shipped_configs())})")
     if not isinstance(data, dict):
         raise ConfigError(f"config: {where} must hold a mapping at the top level, got {type(data).__name__}")
     return data

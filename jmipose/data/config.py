@@ -16,7 +16,7 @@ _DATASET_ARGUMENT = {"image_size": "input_size"}
 def _pair(name: str, value) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: int(inf)
         raise ValueError(f"DataConfig.{name} must be two ints (width, height), got {value!r}") from None
     if width <= 0 or height <= 0:
         raise ValueError(f"DataConfig.{name} must be positive, got {value!r}")

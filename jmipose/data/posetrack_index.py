@@ -79,9 +79,12 @@ def resolve_annotation_files(root: Path, annotations, split: str) -> list[Path]:
     if annotations is None:
         candidates = [root / "annotations" / split, root / "posetrack_data" / split]
         found = [c for c in candidates if c.exists()]
+        if not root.is_dir():
+            raise FileNotFoundError(f"data.root {root} is not a folder (the dataset's folder; set data.root, "
+                                    f"or data.{split}_annotations)")
         if not found:
-            raise FileNotFoundError(f"no annotations given and none found for split {split!r}: tried "
-                                    + ", ".join(str(c) for c in candidates))
+            raise FileNotFoundError(f"data.{split}_annotations is not set and data.root holds no annotations "
+                                    f"for split {split!r}: tried " + ", ".join(str(c) for c in candidates))
         annotations = found[0]
     items = annotations if isinstance(annotations, (list, tuple)) else [annotations]
     files: list[Path] = []

@@ -230,7 +230,7 @@ def test_data_config_round_trip_and_build(tmp_path):
         DataConfig.from_dict({"windw": [1]})
     with pytest.raises(ValueError, match="split must be one of"):
         build_dataset(config, "dev")
-    with pytest.raises(FileNotFoundError, match="no annotations given"):
+    with pytest.raises(FileNotFoundError, match="data.test_annotations is not set and data.root holds no annotations"):
         build_dataset(config, "test")
 
 
