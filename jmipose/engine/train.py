@@ -230,6 +230,16 @@ class Trainer:
     # ----- the loop -----
 
     def fit(self, resume: bool = False) -> TrainResult:
+        """Train (from the last checkpoint with ``resume``); the main process holds the output folder's
+        lock (:class:`jmipose.fileio.RunLock`) throughout, so a second run into it refuses at once."""
+        from jmipose.fileio import RunLock
+
+        if not self.dist.is_main:
+            return self._fit(resume)
+        with RunLock(self.output_dir):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> TrainResult:
         started = time.perf_counter()
         self._build()
         if has_checkpoint(self.ckpt_dir):
@@ -414,9 +424,13 @@ def train(config, overrides=(), *, resume: bool = False, progress: bool | None =
     from jmipose.engine.distributed import cleanup, init_distributed
     from jmipose.models import build_model
 
+    from jmipose.fileio import check_output_dir
+
     config = load_config(config, overrides)
     if progress is not None:
         config.train.progress = progress
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_output_dir(config.output_dir, "output_dir")  # a file, or a path under a file, fails now
     info = init_distributed(config.train.device)
     try:
         seed_everything(config.seed)
