@@ -532,7 +532,7 @@ def test_mixed_devices_are_rejected():
 def test_unsupported_dtype_names_the_backend(backend, dtype):
     require_backend(backend)
     case = make_case()
-    with pytest.raises(TypeError, match=rf"backend '{backend}' supports .* got {dtype}"):
+    with pytest.raises(TypeError, match=rf"backend '{backend}' supports .*; got input of dtype {dtype}"):
         run(case, backend, "cpu", dtype)
 
 
