@@ -508,19 +508,19 @@ def _joint_region_gather_backward_op(grad_output: Tensor, input: Tensor, offset:
     """Returns (grad_input, grad_offset, grad_mask, grad_weight, grad_bias); a gradient that is not
     needed comes back as an empty tensor (custom ops return tensors, never None)."""
     stride, padding, dilation = (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w)
-    dtype = input.dtype
     if checked:
         grads = _backward(grad_output, input, offset, mask, weight, stride, padding, dilation, needs_input_grad,
                           backend)
-    else:
-        choice, (input, offset, mask, weight, _) = _prepare(input, offset, weight, None, mask, stride, padding,
-                                                            dilation, backend)
-        expected = (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
-        check_float_tensor(_OP, "grad_output", grad_output)
-        require(tuple(grad_output.shape) == expected, lambda: (
-            f"{_OP}: grad_output must have the output's shape {expected}, got {tuple(grad_output.shape)}"))
-        grads = _backward(grad_output.to(choice.dtype), input, offset, mask, weight, stride, padding, dilation,
-                          needs_input_grad, choice.backend)
+        return tuple(g if g is not None else input.new_empty(0) for g in grads)
+    dtype = input.dtype
+    choice, (input, offset, mask, weight, _) = _prepare(input, offset, weight, None, mask, stride, padding, dilation,
+                                                        backend)
+    expected = (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+    check_float_tensor(_OP, "grad_output", grad_output)
+    require(tuple(grad_output.shape) == expected, lambda: (
+        f"{_OP}: grad_output must have the output's shape {expected}, got {tuple(grad_output.shape)}"))
+    grads = _backward(grad_output.to(choice.dtype), input, offset, mask, weight, stride, padding, dilation,
+                      needs_input_grad, choice.backend)
     return tuple(g.to(dtype) if g is not None else input.new_empty(0, dtype=dtype) for g in grads)
 
 

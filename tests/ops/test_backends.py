@@ -162,9 +162,9 @@ def test_attention_launches_inside_the_tensors_device(backend, scopes):
     device = require_backend(backend)
     q = [torch.randn(1, 2, 20, 16, device=device, requires_grad=True) for _ in range(6)]
     out_m, out_j = jmipose.ops.joint_motion_attention(*q, backend=backend)
-    assert scopes == [device]  # the forward launch
+    assert scopes == [q[0].device]  # the forward launch
     (out_m.sum() + out_j.sum()).backward()
-    assert scopes == [device, device]  # and the backward's
+    assert scopes == [q[0].device] * 2  # and the backward's
 
 
 @pytest.mark.parametrize("backend", ["cpp", "triton"])
@@ -174,7 +174,7 @@ def test_gather_launches_inside_the_tensors_device(backend, scopes):
     offset = torch.randn(1, 18, 5, 5, device=device, requires_grad=True)
     weight = torch.randn(4, 4, 3, 3, device=device, requires_grad=True)
     jmipose.ops.joint_region_gather(x, offset, weight, padding=1, backend=backend).sum().backward()
-    assert scopes == [device, device]
+    assert scopes == [x.device] * 2
 
 
 def test_device_scope_is_a_no_op_on_the_cpu():
@@ -229,3 +229,30 @@ def test_attention_under_cpu_autocast():
     torch.testing.assert_close(op_m, out_m, rtol=0, atol=0)
     with pytest.raises(ArgumentError, match="one dtype"):
         jmipose.ops.joint_motion_attention(*tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake kernels
+
+
+def test_fake_kernels_check_shapes():
+    """Under fake tensors (torch.compile's tracing) a direct call of either registered op with shapes
+    that do not fit fails with the op's message, not deep inside a compiled graph."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x, weight = torch.empty(1, 4, 5, 5), torch.empty(6, 4, 3, 3)
+        offset, mask = torch.empty(1, 18, 5, 5), torch.empty(1, 9, 5, 5)
+        out = torch.ops.jmipose.joint_region_gather(x, offset, mask, weight, None, 1, 1, 1, 1, 1, 1, "cpp")
+        assert out.shape == (1, 6, 5, 5)
+        with pytest.raises(ArgumentError, match=r"joint_region_gather: mask must have shape \(1, 9, 5, 5\)"):
+            torch.ops.jmipose.joint_region_gather(x, offset, mask[:, :8], weight, None, 1, 1, 1, 1, 1, 1, "cpp")
+        with pytest.raises(ArgumentError, match=r"joint_region_gather: grad_output must have the output's shape"):
+            torch.ops.jmipose.joint_region_gather_backward(out[:, :5], x, offset, mask, weight, 1, 1, 1, 1, 1, 1,
+                                                           [True] * 5, "cpp")
+        q, p = torch.empty(2, 1, 7, 16), torch.empty(2, 1, 5, 16)
+        out_m, out_j, lse_m, lse_j = torch.ops.jmipose.joint_motion_attention(q, q, q, p, p, p, None, None, None,
+                                                                              None, 0.25, "cpp")
+        assert out_j.shape == p.shape and lse_m.shape == (2, 1, 7)
+        with pytest.raises(ArgumentError, match=r"joint_motion_attention: v_j must have shape \[B, h, N, d\]"):
+            torch.ops.jmipose.joint_motion_attention(q, q, q, p, p, q, None, None, None, None, 0.25, "cpp")
