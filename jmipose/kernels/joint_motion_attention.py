@@ -353,8 +353,8 @@ def _joint_motion_attention_backward_dkdv_kernel(
 
 
 @dataclass(frozen=True)
-class LaunchConfig:
-    """Tile sizes of one kernel: BLOCK_M queries by BLOCK_N keys per step."""
+class Blocks:
+    """Tile of one kernel: BLOCK_M queries by BLOCK_N keys per step, warps, pipeline stages."""
 
     block_m: int
     block_n: int
@@ -363,14 +363,17 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True)
-class LaunchConfigs:
-    forward: LaunchConfig
-    backward_dq: LaunchConfig
-    backward_dkdv: LaunchConfig
+class LaunchConfig:
+    """The tiles of the op's three kernels (one call's launch configuration)."""
+
+    forward: Blocks
+    backward_dq: Blocks
+    backward_dkdv: Blocks
 
 
-def launch_configs(head_dim: int, dtype: torch.dtype, device: torch.device) -> LaunchConfigs:
-    """Tile sizes without autotuning, picked for an H100 at the model's shapes (N up to 6,912, d 16/48).
+def launch_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> LaunchConfig:
+    """The launch configuration of a call: tile sizes without autotuning, picked for an H100 at the
+    model's shapes (N up to 6,912, d 16/48).
 
     float16/bfloat16 run on tensor cores: 128x64 forward tiles as in FlashAttention-2; the backward keeps
     the side that owns the accumulators large (128 rows) and streams the other in 32-row tiles.  float32
@@ -381,17 +384,15 @@ def launch_configs(head_dim: int, dtype: torch.dtype, device: torch.device) -> L
     shapes span several blocks.
     """
     if device.type != "cuda":
-        return LaunchConfigs(LaunchConfig(32, 16), LaunchConfig(32, 16), LaunchConfig(16, 32))
+        return LaunchConfig(Blocks(32, 16), Blocks(32, 16), Blocks(16, 32))
     padded_dim = max(16, triton.next_power_of_2(head_dim))
     if dtype == torch.float32:
         if padded_dim <= 64:
-            return LaunchConfigs(LaunchConfig(64, 32, 8, 2), LaunchConfig(64, 32, 8, 2),
-                                 LaunchConfig(32, 32, 8, 2))
-        return LaunchConfigs(LaunchConfig(32, 32, 8, 2), LaunchConfig(32, 32, 8, 2),
-                             LaunchConfig(32, 32, 8, 2))
+            return LaunchConfig(Blocks(64, 32, 8, 2), Blocks(64, 32, 8, 2), Blocks(32, 32, 8, 2))
+        return LaunchConfig(Blocks(32, 32, 8, 2), Blocks(32, 32, 8, 2), Blocks(32, 32, 8, 2))
     if padded_dim <= 64:
-        return LaunchConfigs(LaunchConfig(128, 64, 8, 3), LaunchConfig(128, 32, 8, 3), LaunchConfig(32, 128, 8, 3))
-    return LaunchConfigs(LaunchConfig(64, 64, 8, 2), LaunchConfig(64, 32, 8, 2), LaunchConfig(32, 64, 8, 2))
+        return LaunchConfig(Blocks(128, 64, 8, 3), Blocks(128, 32, 8, 3), Blocks(32, 128, 8, 3))
+    return LaunchConfig(Blocks(64, 64, 8, 2), Blocks(64, 32, 8, 2), Blocks(32, 64, 8, 2))
 
 
 # tl.dot ignores this for float16/bfloat16 inputs; for float32 it turns TF32 off (exact IEEE products).
@@ -453,7 +454,7 @@ def _residual_kwargs(res_m, res_j) -> dict:
     return dict(HAS_RES_M=res_m is not None, HAS_RES_J=res_j is not None)
 
 
-def _tile_kwargs(config: LaunchConfig) -> dict:
+def _tile_kwargs(config: Blocks) -> dict:
     return dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n, num_warps=config.num_warps,
                 num_stages=config.num_stages)
 
@@ -486,7 +487,7 @@ def forward(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale):
         lse_j.fill_(float("-inf"))
         return out_m, out_j, lse_m, lse_j
 
-    config = launch_configs(head_dim, q_m.dtype, q_m.device).forward
+    config = launch_config(head_dim, q_m.dtype, q_m.device).forward
     grid, num_query_blocks = _grid(batch * heads, max(n_m, n_j), config.block_m)
     _joint_motion_attention_forward_kernel[grid](
         q_m, k_m, v_m, q_j, k_j, v_j, _residual_arg(res_m, q_m), _residual_arg(res_j, q_j),
@@ -518,7 +519,7 @@ def backward(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j,
     grad_q_m, grad_k_m, grad_v_m, grad_q_j, grad_k_j, grad_v_j = grads = tuple(
         torch.empty_like(t) for t in (q_m, k_m, v_m, q_j, k_j, v_j))
     delta_m, delta_j = torch.empty_like(lse_m), torch.empty_like(lse_j)
-    configs = launch_configs(head_dim, dtype, q_m.device)
+    configs = launch_config(head_dim, dtype, q_m.device)
     shared = dict(scale=float(scale), qk_scale_log2=float(scale) * LOG2E,
                   **_shared_kwargs(q_m, q_j, mask_m, mask_j))
     mask_m_arg, mask_j_arg = _mask_arg(mask_m, q_m), _mask_arg(mask_j, q_j)

@@ -36,7 +36,6 @@ accuracy (plain TF32 would not); the interpreter multiplies in float32.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -412,9 +411,9 @@ def _pow2_between(n: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(max(n, 1))))
 
 
-def choose_config(in_channels: int, out_channels: int, groups: int, offset_groups: int, n_pixels: int,
+def launch_config(in_channels: int, out_channels: int, groups: int, offset_groups: int, n_pixels: int,
                   dtype: torch.dtype, interpret: bool = False) -> LaunchConfig:
-    """Tiles per kernel and dtype.
+    """The launch configuration of a call: tiles per kernel and dtype.
 
     On a GPU: 16 input channels per dot keep the four corner tiles, their addresses and a [64, 64]
     float32 accumulator in registers (compiled for sm_80 and sm_90 with triton 3.6 and 3.9: at most
@@ -494,11 +493,6 @@ def _geometry(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor
                      tuple(stride), tuple(padding), tuple(dilation), groups, offset_groups)
 
 
-def _device_scope(tensor: Tensor):
-    # Triton launches on the current device; make it the tensors' one.
-    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
-
-
 def _dot_args(dtype: torch.dtype) -> dict:
     # The interpreter multiplies bfloat16 blocks as raw 16-bit integers, so it always gets float32
     # operands.  float32 on a GPU: three TF32 products with float32 error (tf32x3), not plain TF32.
@@ -515,7 +509,7 @@ def _sm_count(device_index: int) -> int:
 def _config(geo: _Geometry, dtype: torch.dtype, config: LaunchConfig | None) -> LaunchConfig:
     if config is not None:
         return config
-    return choose_config(geo.in_channels, geo.out_channels, geo.groups, geo.offset_groups, geo.n_pixels,
+    return launch_config(geo.in_channels, geo.out_channels, geo.groups, geo.offset_groups, geo.n_pixels,
                          dtype, triton_interpret())
 
 
@@ -537,13 +531,12 @@ def forward(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor, 
     n_pixel_blocks = triton.cdiv(geo.n_pixels, blocks.p)
     n_out_blocks = triton.cdiv(geo.out_channels // groups, blocks.o)
     grid = (n_pixel_blocks * n_out_blocks * geo.batch * groups,)
-    with _device_scope(input):
-        _joint_region_gather_forward_kernel[grid](
-            input, offset, mask if mask is not None else input, weight,
-            bias if bias is not None else input, out, *geo.scalars(), n_pixel_blocks, n_out_blocks,
-            HAS_MASK=mask is not None, HAS_BIAS=bias is not None, INDEX_DTYPE=geo.index_dtype,
-            BLOCK_P=blocks.p, BLOCK_O=blocks.o, BLOCK_C=blocks.c, num_warps=blocks.num_warps,
-            **_dot_args(input.dtype))
+    _joint_region_gather_forward_kernel[grid](
+        input, offset, mask if mask is not None else input, weight,
+        bias if bias is not None else input, out, *geo.scalars(), n_pixel_blocks, n_out_blocks,
+        HAS_MASK=mask is not None, HAS_BIAS=bias is not None, INDEX_DTYPE=geo.index_dtype,
+        BLOCK_P=blocks.p, BLOCK_O=blocks.o, BLOCK_C=blocks.c, num_warps=blocks.num_warps,
+        **_dot_args(input.dtype))
     return out
 
 
@@ -590,18 +583,17 @@ def _launch_backward_data(grad_output, input, offset, mask, weight, grad_input_f
                           geo: _Geometry, blocks: Blocks) -> None:
     n_pixel_blocks = triton.cdiv(geo.n_pixels, blocks.p)
     grid = (n_pixel_blocks * geo.batch * geo.offset_groups,)
-    with _device_scope(input):
-        _joint_region_gather_backward_data_kernel[grid](
-            grad_output, input, offset, mask if mask is not None else input, weight,
-            grad_input_f32 if grad_input_f32 is not None else grad_output,
-            grad_offset if grad_offset is not None else grad_output,
-            grad_mask if grad_mask is not None else grad_output,
-            *geo.scalars(), n_pixel_blocks,
-            HAS_MASK=mask is not None, NEEDS_INPUT_GRAD=grad_input_f32 is not None,
-            NEEDS_OFFSET_GRAD=grad_offset is not None, NEEDS_MASK_GRAD=grad_mask is not None,
-            NEEDS_CORNERS=grad_offset is not None or grad_mask is not None, INDEX_DTYPE=geo.index_dtype,
-            BLOCK_P=blocks.p, BLOCK_O=blocks.o, BLOCK_C=blocks.c, num_warps=blocks.num_warps,
-            **_dot_args(input.dtype))
+    _joint_region_gather_backward_data_kernel[grid](
+        grad_output, input, offset, mask if mask is not None else input, weight,
+        grad_input_f32 if grad_input_f32 is not None else grad_output,
+        grad_offset if grad_offset is not None else grad_output,
+        grad_mask if grad_mask is not None else grad_output,
+        *geo.scalars(), n_pixel_blocks,
+        HAS_MASK=mask is not None, NEEDS_INPUT_GRAD=grad_input_f32 is not None,
+        NEEDS_OFFSET_GRAD=grad_offset is not None, NEEDS_MASK_GRAD=grad_mask is not None,
+        NEEDS_CORNERS=grad_offset is not None or grad_mask is not None, INDEX_DTYPE=geo.index_dtype,
+        BLOCK_P=blocks.p, BLOCK_O=blocks.o, BLOCK_C=blocks.c, num_warps=blocks.num_warps,
+        **_dot_args(input.dtype))
 
 
 def _launch_backward_weight(grad_output, input, offset, mask, geo: _Geometry, config: LaunchConfig) -> Tensor:
@@ -624,11 +616,10 @@ def _launch_backward_weight(grad_output, input, offset, mask, geo: _Geometry, co
     partial = torch.empty(splits, geo.out_channels, channels_per_group, geo.taps, dtype=torch.float32,
                           device=input.device)
     grid = (splits * programs_per_split,)
-    with _device_scope(input):
-        _joint_region_gather_backward_weight_kernel[grid](
-            grad_output, input, offset, mask if mask is not None else input, partial,
-            geo.batch, *geo.scalars(), n_pixel_blocks, n_out_blocks, n_channel_blocks, tiles_per_split,
-            HAS_MASK=mask is not None, INDEX_DTYPE=geo.index_dtype,
-            BLOCK_P=blocks.p, BLOCK_O=blocks.o, BLOCK_C=blocks.c, num_warps=blocks.num_warps,
-            **_dot_args(input.dtype))
+    _joint_region_gather_backward_weight_kernel[grid](
+        grad_output, input, offset, mask if mask is not None else input, partial,
+        geo.batch, *geo.scalars(), n_pixel_blocks, n_out_blocks, n_channel_blocks, tiles_per_split,
+        HAS_MASK=mask is not None, INDEX_DTYPE=geo.index_dtype,
+        BLOCK_P=blocks.p, BLOCK_O=blocks.o, BLOCK_C=blocks.c, num_warps=blocks.num_warps,
+        **_dot_args(input.dtype))
     return partial.sum(dim=0) if splits > 1 else partial[0]

@@ -44,6 +44,7 @@ from jmipose.models.common import ConvBlock, PoseOutput, check_frames
 from jmipose.models.config import ModelConfig
 from jmipose.models.hrnet import PoseHighResolutionNet
 from jmipose.models.losses import mutual_information_objective, orthogonality_objective
+from jmipose.nn import JointMotionAttention, JointRegionGather
 from jmipose.ops.joint_motion_attention import joint_motion_attention_reference
 from jmipose.ops.joint_region_gather import joint_region_gather_reference
 
@@ -74,16 +75,19 @@ class FeatureDifference(nn.Module):
         return self.merge(torch.cat(sides, dim=1))
 
 
-class ContextAwareJointLearner(nn.Module):
-    """Joint features J from motion features M, read where the heatmaps point (op A)."""
+class ContextAwareJointLearner(JointRegionGather):
+    """Joint features J from motion features M, read where the heatmaps point: op A's layer (its
+    weight is this module's) with the offsets and masks predicted from the heatmaps and M."""
 
     def __init__(self, channels: int, heatmap_channels: int, kernel_size: int = 3, dilation: int = 3,
                  offset_groups: int = 1, use_gather: bool = True, use_kernels: bool = True) -> None:
-        super().__init__()
+        # The gather's weight is drawn after the offset and mask convs (so that a seed builds the same
+        # model as before it came from JointRegionGather): on a forked RNG here, for real below.
+        with torch.random.fork_rng(devices=[]):
+            super().__init__(channels, channels, kernel_size, padding=dilation * (kernel_size - 1) // 2,
+                             dilation=dilation, bias=False)
         self.use_gather = use_gather
         self.use_kernels = use_kernels
-        self.dilation = dilation
-        self.padding = dilation * (kernel_size - 1) // 2
         taps = kernel_size * kernel_size
         if use_gather:
             self.guide = ConvBlock(heatmap_channels + channels, channels)
@@ -94,11 +98,10 @@ class ContextAwareJointLearner(nn.Module):
             for conv in (self.offset_conv, self.mask_conv):
                 nn.init.normal_(conv.weight, std=1e-3)
                 nn.init.zeros_(conv.bias)
-        # The gather's weights; the no-CJL ablation uses the same tensor as a plain dilated conv.
-        self.weight = nn.Parameter(torch.empty(channels, channels, kernel_size, kernel_size))
+        # The gather's weight; the no-CJL ablation uses the same tensor as a plain dilated conv.
         self.norm = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU(inplace=True)
-        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        self.reset_parameters()
 
     def forward(self, motion: Tensor, heatmaps: Tensor) -> Tensor:
         if not self.use_gather:
@@ -116,52 +119,23 @@ class ContextAwareJointLearner(nn.Module):
         return self.relu(self.norm(joint))
 
 
-class InteractionBlock(nn.Module):
-    """Bidirectional motion <-> joint attention (op B) with residuals, then sigmoid gates."""
+class InteractionBlock(JointMotionAttention):
+    """Bidirectional motion <-> joint attention (op B's layer: projections, attention, residuals),
+    then sigmoid gates."""
 
     def __init__(self, channels: int, heads: int = 1, pool: int = 1, use_kernels: bool = True) -> None:
-        super().__init__()
-        if channels % heads:
-            raise ValueError(f"InteractionBlock: channels ({channels}) must be divisible by heads ({heads})")
-        self.heads = heads
-        self.pool = pool
+        super().__init__(channels, heads, pool)
         self.use_kernels = use_kernels
-        self.motion_qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.joint_qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.gate = nn.Conv2d(2 * channels, 2 * channels, 1)
 
-    def _tokens(self, maps: Tensor) -> Tensor:
-        """[B, C, h, w] -> [B, heads, h*w, C/heads]."""
-        batch, channels = maps.shape[:2]
-        return maps.reshape(batch, self.heads, channels // self.heads, -1).transpose(-1, -2)
-
-    def _maps(self, tokens: Tensor, height: int, width: int) -> Tensor:
-        batch, heads, _, dim = tokens.shape
-        return tokens.transpose(-1, -2).reshape(batch, heads * dim, height, width)
+    def attend(self, q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor,
+               res_m: Tensor | None, res_j: Tensor | None, scale: float) -> tuple[Tensor, Tensor]:
+        if self.use_kernels:
+            return super().attend(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, scale)
+        return joint_motion_attention_reference(q_m, k_m, v_m, q_j, k_j, v_j, res_m=res_m, res_j=res_j, scale=scale)
 
     def forward(self, motion: Tensor, joint: Tensor) -> tuple[Tensor, Tensor]:
-        height, width = motion.shape[2:]
-        if self.pool > 1:  # CPU-speed option: attend between pooled token maps
-            sources = [F.avg_pool2d(x, self.pool, ceil_mode=True) for x in (motion, joint)]
-        else:
-            sources = [motion, joint]
-        q_m, k_m, v_m = (self._tokens(t) for t in self.motion_qkv(sources[0]).chunk(3, dim=1))
-        q_j, k_j, v_j = (self._tokens(t) for t in self.joint_qkv(sources[1]).chunk(3, dim=1))
-        dtype = q_m.dtype
-        scale = q_m.shape[-1] ** -0.5
-        attention = ops.joint_motion_attention if self.use_kernels else joint_motion_attention_reference
-        if self.pool == 1:
-            out_m, out_j = attention(q_m, k_m, v_m, q_j, k_j, v_j, res_m=self._tokens(motion.to(dtype)),
-                                     res_j=self._tokens(joint.to(dtype)), scale=scale)
-            attended_motion = self._maps(out_m, height, width)
-            attended_joint = self._maps(out_j, height, width)
-        else:
-            out_m, out_j = attention(q_m, k_m, v_m, q_j, k_j, v_j, scale=scale)
-            pooled_size = sources[0].shape[2:]
-            attended_motion = motion.to(dtype) + F.interpolate(
-                self._maps(out_m, *pooled_size), size=(height, width), mode="bilinear", align_corners=False)
-            attended_joint = joint.to(dtype) + F.interpolate(
-                self._maps(out_j, *pooled_size), size=(height, width), mode="bilinear", align_corners=False)
+        attended_motion, attended_joint = super().forward(motion, joint)
         gates = torch.sigmoid(self.gate(torch.cat([attended_motion, attended_joint], dim=1)))
         gate_motion, gate_joint = gates.chunk(2, dim=1)
         return gate_motion * attended_motion, gate_joint * attended_joint

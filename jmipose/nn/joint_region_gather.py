@@ -1,5 +1,6 @@
 """``JointRegionGather``: a module holding the weight and bias of ``jmipose.ops.joint_region_gather``,
-interchangeable with ``torchvision.ops.DeformConv2d`` (same arguments, parameters and init)."""
+interchangeable with ``torchvision.ops.DeformConv2d`` (same arguments, parameters, init, and it
+compiles under ``torch.jit.script``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class JointRegionGather(nn.Module):
     context-aware joint learner); G, the offset groups, is read from ``offset``.  Weights are
     initialised like ``nn.Conv2d`` (Kaiming uniform with a = sqrt(5), bias uniform in +-1/sqrt(fan_in)).
     ``backend`` is passed to the op (None: the fastest live backend for the input's device).
+    Differentiable once (see ``jmipose.ops.joint_region_gather``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],

@@ -9,13 +9,26 @@ zeros) and zero gradients, never NaN.  NaN in the inputs propagates to the outpu
 query gives a NaN output row), as in the reference.  JM-Pose's interaction block (../shared/PAPER.md)
 exchanges information between the motion features and the joint features of one crop this way.
 
-Backends (``backend=``; None picks the fastest live one for the device and dtype):
+Backends (``backend=``; None picks the fastest live one for the device, dtype and head dim):
 
-* ``reference``  eager PyTorch, materialises the N_m x N_j scores (the definition; any float dtype).
-* ``cpp``        C++ CPU (csrc/joint_motion_attention/cpu.cpp): blocked online softmax, OpenMP,
-                 float32 and float64.
-* ``cuda``       CUDA kernels (csrc/joint_motion_attention/cuda.cu): float32, float16, bfloat16.
-* ``triton``     Triton kernels (jmipose/kernels/joint_motion_attention.py): float32, float16, bfloat16.
+=========  ===============================================  ==============================
+backend    implementation                                    dtypes (head dims)
+=========  ===============================================  ==============================
+reference  eager PyTorch below, materialises the N_m x N_j   float32, float64, float16,
+           scores (the definition of truth)                  bfloat16 (any)
+cpp        C++ CPU (csrc/joint_motion_attention/cpu.cpp):     float32, float64 (any)
+           blocked online softmax, OpenMP
+cuda       CUDA kernels (csrc/joint_motion_attention)        float32, float16, bfloat16 (<= 128)
+triton     Triton kernels (jmipose/kernels)                  float32, float16, bfloat16 (<= 128)
+=========  ===============================================  ==============================
+
+With ``backend=None`` a head dim above 128 on a GPU (the channel-axis attention's d = h*w) runs on
+the reference, with a warning logged once per kind of call; naming cuda or triton for it raises
+``ArgumentError`` with the limit.  float16/bfloat16 where the chosen backend has no half kernels
+(the CPU) are computed in float32 and handed back in their dtype.  Under ``torch.autocast`` (CPU and
+CUDA) tensors of different floating dtypes are computed in the widest of them
+(``_backends.autocast_dtype``) and each output keeps its queries' dtype.  Bad arguments raise
+``jmipose.ops.ArgumentError``, which is a ``ValueError``/``TypeError`` and a ``RuntimeError`` at once.
 
 The fused backends follow flash-attention-2 (Dao, 2023): an online softmax with float32 statistics
 (float64 for float64 inputs), the log-sum-exp of every query row saved for backward, and a backward
@@ -23,34 +36,31 @@ that recomputes the probabilities from it; memory is O(B h N d), never O(N^2).  
 every q, k, v and to the residuals (whose gradient is the output gradient itself).  The op is a
 ``torch.library.custom_op`` (``jmipose::joint_motion_attention``, returning the outputs and the two
 log-sum-exps) whose backward is a second op (``jmipose::joint_motion_attention_backward``), so both
-trace under ``torch.compile(fullgraph=True)``.
+trace under ``torch.compile(fullgraph=True)``; the public function and
+``jmipose.nn.JointMotionAttention`` also compile under ``torch.jit.script``.  The op is
+differentiable once: ``create_graph=True`` through it (double backward) raises at the first backward
+(the eager reference, ``joint_motion_attention_reference``, is differentiable to any order).
 """
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import math
 
 import torch
 from torch import Tensor
 
 from jmipose import resources
-from jmipose.ops import _backends
-from jmipose.ops._checks import check_float_tensor, check_same_device_dtype
+from jmipose.ops import _abi, _backends
+from jmipose.ops._checks import ArgumentError, check_float_tensor, check_same_device_dtype, require
 
 _OP = "joint_motion_attention"
-_SUPPORTED = ("reference", "cpp", "cuda", "triton")
-_HALF = (torch.float16, torch.bfloat16)
-_BACKEND_DTYPES = {
-    "reference": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
-    "cpp": (torch.float32, torch.float64),
-    "cuda": (torch.float32, torch.float16, torch.bfloat16),
-    "triton": (torch.float32, torch.float16, torch.bfloat16),
-}
+_TOKENS = ("q_m", "k_m", "v_m", "q_j", "k_j", "v_j")
 
 
 # ---------------------------------------------------------------------------------------------
-# The eager reference (the definition of the op)
+# The reference
+
 
 def _scores(query: Tensor, key: Tensor, key_mask: Tensor | None, scale: float) -> Tensor:
     """scale * q k^T in float32 (float64 for float64 inputs), -inf on masked keys."""
@@ -93,14 +103,8 @@ def joint_motion_attention_reference(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j:
     return out_m, out_j
 
 
-# ---------------------------------------------------------------------------------------------
-# Backends
-
-def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _reference_direction(query, key, value, key_mask, residual, scale):
+    """One direction of the reference backend: the output and the log-sum-exp of its scores."""
     scores = _scores(query, key, key_mask, scale)
     probs = _probabilities(scores, key_mask)
     out = torch.matmul(probs, value.to(probs.dtype)).to(query.dtype)
@@ -123,195 +127,82 @@ def _reference_direction_backward(grad_out, query, key, value, key_mask, scale):
     return grad_query, grad_key, grad_value
 
 
-def _empty_or_reference(q_m: Tensor, q_j: Tensor) -> bool:
-    return q_m.numel() == 0 or q_j.numel() == 0
+def joint_motion_attention_reference_backward(grad_out_m: Tensor, grad_out_j: Tensor, q_m: Tensor, k_m: Tensor,
+                                              v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor, scale: float,
+                                              mask_m: Tensor | None = None,
+                                              mask_j: Tensor | None = None) -> tuple[Tensor, ...]:
+    """The gradients of ``joint_motion_attention_reference`` w.r.t. (q_m, k_m, v_m, q_j, k_j, v_j),
+    written out in eager PyTorch (the reference backend's backward; a residual's gradient is its
+    output's gradient)."""
+    dq_m, dk_j, dv_j = _reference_direction_backward(grad_out_m, q_m, k_j, v_j, mask_j, scale)
+    dq_j, dk_m, dv_m = _reference_direction_backward(grad_out_j, q_j, k_m, v_m, mask_m, scale)
+    return tuple(g.to(q_m.dtype).contiguous() for g in (dq_m, dk_m, dv_m, dq_j, dk_j, dv_j))
 
 
-def _mask_bytes(mask: Tensor | None) -> Tensor | None:
-    return None if mask is None else mask.contiguous().view(torch.uint8)
+# ---------------------------------------------------------------------------------------------
+# Argument checks
 
 
-def _sizes(q_m: Tensor, q_j: Tensor) -> tuple[ctypes.c_int64, ...]:
+def _check_shapes(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor,
+                  res_m: Tensor | None, res_j: Tensor | None, mask_m: Tensor | None, mask_j: Tensor | None,
+                  check) -> None:
+    """Ranks and how the shapes fit together; ``check(condition, message)`` raises (``require`` in
+    eager code, ``torch._check_with(ArgumentError, ...)`` in the fake kernels)."""
+    named = {"q_m": q_m, "k_m": k_m, "v_m": v_m, "q_j": q_j, "k_j": k_j, "v_j": v_j, "res_m": res_m, "res_j": res_j}
+    for name, tensor in named.items():
+        if tensor is not None:
+            check(tensor.dim() == 4, lambda name=name, tensor=tensor: (
+                f"{_OP}: {name} must be a 4-D tensor, got {tensor.dim()}-D with shape {tuple(tensor.shape)}"))
     batch, heads, n_m, head_dim = q_m.shape
-    return tuple(ctypes.c_int64(v) for v in (batch, heads, n_m, q_j.shape[2], head_dim))
+    n_j = q_j.shape[2]
+    for name, tokens_from, tokens in (("k_m", "q_m", n_m), ("v_m", "q_m", n_m), ("q_j", "q_j", n_j),
+                                      ("k_j", "q_j", n_j), ("v_j", "q_j", n_j), ("res_m", "q_m", n_m),
+                                      ("res_j", "q_j", n_j)):
+        tensor = named[name]
+        if tensor is not None:
+            expected = (batch, heads, tokens, head_dim)
+            check(tuple(tensor.shape) == expected, lambda name=name, tensor=tensor, expected=expected,
+                  tokens_from=tokens_from: (
+                f"{_OP}: {name} must have shape [B, h, N, d] = {list(expected)} (B, h, d from q_m, N from "
+                f"{tokens_from}), got {list(tensor.shape)}"))
+    check(head_dim >= 1, lambda: f"{_OP}: the head dimension d must be >= 1, got q_m of shape {list(q_m.shape)}")
+    for name, mask, tokens, tokens_name in (("mask_m", mask_m, n_m, "N_m"), ("mask_j", mask_j, n_j, "N_j")):
+        if mask is not None:
+            check(tuple(mask.shape) == (batch, tokens), lambda name=name, mask=mask, tokens=tokens,
+                  tokens_name=tokens_name: (
+                f"{_OP}: {name} must have shape [B, {tokens_name}] = {[batch, tokens]}, got {list(mask.shape)}"))
 
 
-def _native_forward(backend, q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale):
-    out_m, out_j = torch.empty_like(q_m), torch.empty_like(q_j)
-    stats = _stats_dtype(q_m.dtype)
-    lse_m = q_m.new_empty(q_m.shape[:3], dtype=stats)
-    lse_j = q_j.new_empty(q_j.shape[:3], dtype=stats)
-    ptr = _backends.ptr
-    args = [ptr(t) for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, _mask_bytes(mask_m),
-                             _mask_bytes(mask_j), out_m, out_j, lse_m, lse_j)]
-    args += [*_sizes(q_m, q_j), ctypes.c_double(scale), _backends.dtype_code(q_m)]
-    if backend == "cpp":
-        _backends.call_cpu("jmipose_joint_motion_attention_forward_cpu", *args)
-    else:
-        _backends.call_cuda("jmipose_joint_motion_attention_forward_cuda", *args,
-                            *_backends.cuda_stream_args(q_m))
-    return out_m, out_j, lse_m, lse_j
-
-
-def _native_backward(backend, grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m,
-                     res_j, mask_m, mask_j, lse_m, lse_j, scale):
-    # float16/bfloat16 gradients are accumulated in float32 buffers (the C ABI contract), cast back here.
-    grad_dtype = torch.float32 if q_m.dtype in (torch.float16, torch.bfloat16) else q_m.dtype
-    grads = [torch.empty_like(t, dtype=grad_dtype) for t in (q_m, k_m, v_m, q_j, k_j, v_j)]
-    ptr = _backends.ptr
-    args = [ptr(t) for t in (grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j,
-                             _mask_bytes(mask_m), _mask_bytes(mask_j), lse_m, lse_j, *grads)]
-    args += [*_sizes(q_m, q_j), ctypes.c_double(scale), _backends.dtype_code(q_m)]
-    if backend == "cpp":
-        _backends.call_cpu("jmipose_joint_motion_attention_backward_cpu", *args)
-    else:
-        _backends.call_cuda("jmipose_joint_motion_attention_backward_cuda", *args,
-                            *_backends.cuda_stream_args(q_m))
-    return tuple(g.to(q_m.dtype) for g in grads)
-
-
-def _contiguous(*tensors: Tensor | None) -> list[Tensor | None]:
-    return [None if t is None else t.contiguous() for t in tensors]
-
-
-def _forward_impl(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale, backend):
-    if backend == "reference" or _empty_or_reference(q_m, q_j):
-        out_m, lse_m = _reference_direction(q_m, k_j, v_j, mask_j, res_m, scale)
-        out_j, lse_j = _reference_direction(q_j, k_m, v_m, mask_m, res_j, scale)
-        return out_m, out_j, lse_m.contiguous(), lse_j.contiguous()
-    tensors = _contiguous(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j)
-    if backend == "triton":
-        from jmipose.kernels import joint_motion_attention as triton_kernels
-
-        return triton_kernels.forward(*tensors, _contiguous(mask_m)[0], _contiguous(mask_j)[0], scale)
-    return _native_forward(backend, *tensors, mask_m, mask_j, scale)
-
-
-def _backward_impl(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m,
-                   mask_j, lse_m, lse_j, scale, backend):
-    if backend == "reference" or _empty_or_reference(q_m, q_j):
-        dq_m, dk_j, dv_j = _reference_direction_backward(grad_out_m, q_m, k_j, v_j, mask_j, scale)
-        dq_j, dk_m, dv_m = _reference_direction_backward(grad_out_j, q_j, k_m, v_m, mask_m, scale)
-        grads = (dq_m, dk_m, dv_m, dq_j, dk_j, dv_j)
-        return tuple(g.to(q_m.dtype).contiguous() for g in grads)
-    tensors = _contiguous(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j)
-    masks = _contiguous(mask_m, mask_j)
-    if backend == "triton":
-        from jmipose.kernels import joint_motion_attention as triton_kernels
-
-        return tuple(triton_kernels.backward(*tensors, *masks, lse_m.contiguous(), lse_j.contiguous(), scale))
-    return _native_backward(backend, *tensors, *masks, lse_m.contiguous(), lse_j.contiguous(), scale)
-
-
-# ---------------------------------------------------------------------------------------------
-# torch.library registration
-
-_FORWARD_SCHEMA = ("(Tensor q_m, Tensor k_m, Tensor v_m, Tensor q_j, Tensor k_j, Tensor v_j, Tensor? res_m, "
-                   "Tensor? res_j, Tensor? mask_m, Tensor? mask_j, float scale, str backend) "
-                   "-> (Tensor, Tensor, Tensor, Tensor)")
-_BACKWARD_SCHEMA = ("(Tensor grad_out_m, Tensor grad_out_j, Tensor q_m, Tensor k_m, Tensor v_m, Tensor q_j, "
-                    "Tensor k_j, Tensor v_j, Tensor out_m, Tensor out_j, Tensor? res_m, Tensor? res_j, "
-                    "Tensor? mask_m, Tensor? mask_j, Tensor lse_m, Tensor lse_j, float scale, str backend) "
-                    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
-
-_forward_op = torch.library.custom_op("jmipose::joint_motion_attention", _forward_impl, mutates_args=(),
-                                      schema=_FORWARD_SCHEMA)
-_backward_op = torch.library.custom_op("jmipose::joint_motion_attention_backward", _backward_impl,
-                                       mutates_args=(), schema=_BACKWARD_SCHEMA)
-
-
-@_forward_op.register_fake
-def _(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale, backend):
-    stats = _stats_dtype(q_m.dtype)
-    return (torch.empty_like(q_m, memory_format=torch.contiguous_format),
-            torch.empty_like(q_j, memory_format=torch.contiguous_format),
-            q_m.new_empty(q_m.shape[:3], dtype=stats), q_j.new_empty(q_j.shape[:3], dtype=stats))
-
-
-@_backward_op.register_fake
-def _(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m,
-      lse_j, scale, backend):
-    tokens = (q_m, k_m, v_m, q_j, k_j, v_j)
-    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in tokens)
-
-
-def _setup_context(ctx, inputs, output) -> None:
-    q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale, backend = inputs
-    out_m, out_j, lse_m, lse_j = output
-    ctx.save_for_backward(q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m,
-                          lse_j)
-    ctx.scale, ctx.backend = scale, backend
-    ctx.mark_non_differentiable(lse_m, lse_j)
-
-
-def _backward(ctx, grad_out_m, grad_out_j, _grad_lse_m, _grad_lse_j):
-    q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m, lse_j = ctx.saved_tensors
-    grads = torch.ops.jmipose.joint_motion_attention_backward(
-        grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j,
-        lse_m, lse_j, ctx.scale, ctx.backend)
-    grad_res_m = grad_out_m if res_m is not None and ctx.needs_input_grad[6] else None
-    grad_res_j = grad_out_j if res_j is not None and ctx.needs_input_grad[7] else None
-    return (*grads, grad_res_m, grad_res_j, None, None, None, None)
-
-
-_forward_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-# ---------------------------------------------------------------------------------------------
-# Argument checks and the public function
-
-def _check_tokens(name: str, tensor: Tensor, reference_name: str, reference: Tensor, tokens_from: str,
-                  tokens: int) -> None:
-    batch, heads, _, head_dim = reference.shape
-    expected = (batch, heads, tokens, head_dim)
-    if tuple(tensor.shape) != expected:
-        raise ValueError(f"{_OP}: {name} must have shape [B, h, N, d] = {list(expected)} (B, h, d from "
-                         f"{reference_name}, N from {tokens_from}), got {list(tensor.shape)}")
-
-
-def _check_mask(name: str, mask: object, batch: int, tokens: int, tokens_name: str,
-                device: torch.device) -> None:
+def _check_mask_type(name: str, mask: object) -> None:
     if mask is None:
         return
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{_OP}: {name} must be a bool torch.Tensor or None, got {type(mask).__name__}")
+    if not isinstance(mask, Tensor):
+        raise ArgumentError(f"{_OP}: {name} must be a bool torch.Tensor or None, got {type(mask).__name__}")
     if mask.dtype != torch.bool:
-        raise TypeError(f"{_OP}: {name} must have dtype torch.bool (True = not a key), got {mask.dtype}")
-    if tuple(mask.shape) != (batch, tokens):
-        raise ValueError(f"{_OP}: {name} must have shape [B, {tokens_name}] = {[batch, tokens]}, "
-                         f"got {list(mask.shape)}")
-    if mask.device != device:
-        raise ValueError(f"{_OP}: {name} must be on the device of the tokens ({device}), got {mask.device}")
+        raise ArgumentError(f"{_OP}: {name} must have dtype torch.bool (True = not a key), got {mask.dtype}")
 
 
 def _check_arguments(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, scale, mask_m, mask_j) -> float:
-    named = {"q_m": q_m, "k_m": k_m, "v_m": v_m, "q_j": q_j, "k_j": k_j, "v_j": v_j}
+    """Raises ``ArgumentError`` naming the argument, what was expected and what came (types and
+    dtypes, then values, then shapes, then one device and one dtype); returns the scale."""
+    named = {"q_m": q_m, "k_m": k_m, "v_m": v_m, "q_j": q_j, "k_j": k_j, "v_j": v_j, "res_m": res_m, "res_j": res_j}
     for name, value in named.items():
-        check_float_tensor(_OP, name, value, ndim=4)
-    for name, value in (("res_m", res_m), ("res_j", res_j)):
-        if value is not None:
-            check_float_tensor(_OP, name, value, ndim=4)
-    check_same_device_dtype(_OP, {**named, "res_m": res_m, "res_j": res_j})
-    n_m, n_j = q_m.shape[2], q_j.shape[2]
-    for name in ("k_m", "v_m"):
-        _check_tokens(name, named[name], "q_m", q_m, "q_m", n_m)
-    for name in ("q_j", "k_j", "v_j"):
-        _check_tokens(name, named[name], "q_m", q_m, "q_j", n_j)
-    if res_m is not None:
-        _check_tokens("res_m", res_m, "q_m", q_m, "q_m", n_m)
-    if res_j is not None:
-        _check_tokens("res_j", res_j, "q_m", q_m, "q_j", n_j)
-    if q_m.shape[3] < 1:
-        raise ValueError(f"{_OP}: the head dimension d must be >= 1, got q_m of shape {list(q_m.shape)}")
-    _check_mask("mask_m", mask_m, q_m.shape[0], n_m, "N_m", q_m.device)
-    _check_mask("mask_j", mask_j, q_m.shape[0], n_j, "N_j", q_m.device)
-    if scale is None:
-        return q_m.shape[3] ** -0.5
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"{_OP}: scale must be a real number or None, got {type(scale).__name__}")
-    if not math.isfinite(scale):
-        raise ValueError(f"{_OP}: scale must be finite, got {scale}")
-    return float(scale)
+        if value is not None or name in _TOKENS:
+            check_float_tensor(_OP, name, value)
+    _check_mask_type("mask_m", mask_m)
+    _check_mask_type("mask_j", mask_j)
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise ArgumentError(f"{_OP}: scale must be a real number or None, got {type(scale).__name__}")
+        if not math.isfinite(scale):
+            raise ArgumentError(f"{_OP}: scale must be finite, got {scale}")
+    _check_shapes(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, require)
+    check_same_device_dtype(_OP, named)
+    for name, mask in (("mask_m", mask_m), ("mask_j", mask_j)):
+        if mask is not None and mask.device != q_m.device:
+            raise ArgumentError(f"{_OP}: {name} must be on the device of the tokens ({q_m.device}), "
+                                f"got {mask.device}")
+    return q_m.shape[3] ** -0.5 if scale is None else float(scale)
 
 
 def _check_memory(q_m: Tensor, q_j: Tensor, needs_grad: bool, backend: str) -> None:
@@ -334,39 +225,279 @@ def _check_memory(q_m: Tensor, q_j: Tensor, needs_grad: bool, backend: str) -> N
                           needed, q_m.device)
 
 
-def _supported_for(dtype: torch.dtype) -> tuple[str, ...]:
-    return tuple(name for name in _SUPPORTED if dtype in _BACKEND_DTYPES[name])
+# ---------------------------------------------------------------------------------------------
+# The dtype table (and the head dims of the GPU kernels)
+
+SPEC = _backends.OpSpec(_OP, first_argument="q_m", dtypes={
+    "reference": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+    "cpp": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float16, torch.bfloat16),
+    "triton": (torch.float32, torch.float16, torch.bfloat16),
+}, limits={"cuda": ("head dim", 128), "triton": ("head dim", 128)})
+_DTYPES = SPEC.dtypes
 
 
-def joint_motion_attention(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor, *,
-                           res_m: Tensor | None = None, res_j: Tensor | None = None,
-                           scale: float | None = None, mask_m: Tensor | None = None,
-                           mask_j: Tensor | None = None, backend: str | None = None) -> tuple[Tensor, Tensor]:
+# ---------------------------------------------------------------------------------------------
+# Dispatch: one call, checked, to a backend
+
+
+def _prepare(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, scale, mask_m, mask_j, backend, needs_grad):
+    """What every call does before a backend runs: the checks, the autocast rule, the backend and
+    compute dtype (``_backends.dispatch``), the memory limit.  Returns the choice, the scale and the
+    eight token tensors (q_m ... v_j, res_m, res_j) in the compute dtype."""
+    tokens = (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j)
+    device_type = q_m.device.type if isinstance(q_m, Tensor) else "cpu"
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        for name, value in zip((*_TOKENS, "res_m", "res_j"), tokens):
+            if value is not None or name in _TOKENS:
+                check_float_tensor(_OP, name, value)
+        tokens = tuple(_backends.autocast_cast(tokens))
+    scale = _check_arguments(*tokens, scale, mask_m, mask_j)
+    q_m = tokens[0]
+    choice = _backends.dispatch(SPEC, backend, q_m.device, q_m.dtype, q_m.shape[3])
+    if choice.dtype != q_m.dtype:
+        tokens = tuple(_backends.widen(tokens, choice.dtype))
+    _check_memory(tokens[0], tokens[3], needs_grad, choice.backend)
+    return choice, scale, tokens
+
+
+def _mask_bytes(mask: Tensor | None) -> Tensor | None:
+    return None if mask is None else mask.contiguous().view(torch.uint8)
+
+
+_size_order = _abi.size_getter(_abi.JOINT_MOTION_ATTENTION_SIZES)
+
+
+def _size_args(q_m: Tensor, q_j: Tensor) -> tuple[int, ...]:
+    """The int64 sizes of the C ABI, in its order (``_abi.JOINT_MOTION_ATTENTION_SIZES``)."""
+    batch, heads, n_m, head_dim = q_m.shape
+    return _size_order({"batch": batch, "heads": heads, "n_m": n_m, "n_j": q_j.shape[2], "head_dim": head_dim})
+
+
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _native_forward(backend, q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale):
+    out_m, out_j = torch.empty_like(q_m), torch.empty_like(q_j)
+    stats = _stats_dtype(q_m.dtype)
+    lse_m = q_m.new_empty(q_m.shape[:3], dtype=stats)
+    lse_j = q_j.new_empty(q_j.shape[:3], dtype=stats)
+    ptr = _backends.ptr
+    args = (*(ptr(t) for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, _mask_bytes(mask_m),
+                               _mask_bytes(mask_j), out_m, out_j, lse_m, lse_j)),
+            *_size_args(q_m, q_j), float(scale), _backends.DTYPE_CODES[q_m.dtype])
+    if backend == "cpp":
+        _backends.call_cpu("jmipose_joint_motion_attention_forward_cpu", *args)
+    else:
+        _backends.call_cuda("jmipose_joint_motion_attention_forward_cuda", *args, *_backends.cuda_stream_args(q_m))
+    return out_m, out_j, lse_m, lse_j
+
+
+def _native_backward(backend, grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m,
+                     res_j, mask_m, mask_j, lse_m, lse_j, scale):
+    # float16/bfloat16 gradients are accumulated in float32 buffers (the C ABI contract), cast back here.
+    grad_dtype = torch.float32 if q_m.dtype in _backends.HALF else q_m.dtype
+    grads = [torch.empty_like(t, dtype=grad_dtype) for t in (q_m, k_m, v_m, q_j, k_j, v_j)]
+    ptr = _backends.ptr
+    args = (*(ptr(t) for t in (grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j,
+                               _mask_bytes(mask_m), _mask_bytes(mask_j), lse_m, lse_j, *grads)),
+            *_size_args(q_m, q_j), float(scale), _backends.DTYPE_CODES[q_m.dtype])
+    if backend == "cpp":
+        _backends.call_cpu("jmipose_joint_motion_attention_backward_cpu", *args)
+    else:
+        _backends.call_cuda("jmipose_joint_motion_attention_backward_cuda", *args, *_backends.cuda_stream_args(q_m))
+    return tuple(g.to(q_m.dtype) for g in grads)
+
+
+def _contiguous(*tensors: Tensor | None) -> list[Tensor | None]:
+    return [None if t is None else t.contiguous() for t in tensors]
+
+
+def _forward(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale, backend):
+    """(out_m, out_j, lse_m, lse_j) on ``backend`` (arguments checked, dtype one the backend computes)."""
+    if backend == "reference" or q_m.numel() == 0 or q_j.numel() == 0:
+        out_m, lse_m = _reference_direction(q_m, k_j, v_j, mask_j, res_m, scale)
+        out_j, lse_j = _reference_direction(q_j, k_m, v_m, mask_m, res_j, scale)
+        return out_m, out_j, lse_m.contiguous(), lse_j.contiguous()
+    tensors = _contiguous(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j)
+    with _backends.device_scope(q_m):
+        if backend == "triton":
+            from jmipose.kernels import joint_motion_attention as triton_kernels
+
+            return triton_kernels.forward(*tensors, *_contiguous(mask_m, mask_j), scale)
+        return _native_forward(backend, *tensors, mask_m, mask_j, scale)
+
+
+def _backward(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j,
+              lse_m, lse_j, scale, backend):
+    """(dq_m, dk_m, dv_m, dq_j, dk_j, dv_j) on ``backend`` (arguments checked, dtype one the backend
+    computes)."""
+    if backend == "reference" or q_m.numel() == 0 or q_j.numel() == 0:
+        return joint_motion_attention_reference_backward(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, scale,
+                                                         mask_m, mask_j)
+    tensors = _contiguous(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j)
+    masks = _contiguous(mask_m, mask_j)
+    with _backends.device_scope(q_m):
+        if backend == "triton":
+            from jmipose.kernels import joint_motion_attention as triton_kernels
+
+            return tuple(triton_kernels.backward(*tensors, *masks, lse_m.contiguous(), lse_j.contiguous(), scale))
+        return _native_backward(backend, *tensors, *masks, lse_m.contiguous(), lse_j.contiguous(), scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library registration
+#
+# ``backend`` is the backend to run (None: the fastest live one); ``checked`` says the caller (the
+# public function, the autograd formula) has checked the arguments, chosen the backend and widened
+# half precision where needed.  Any other caller (TorchScript, ``torch.ops.jmipose...`` directly)
+# leaves it False and the op does all of that itself.
+
+
+@torch.library.custom_op("jmipose::joint_motion_attention", mutates_args=())
+def _joint_motion_attention_op(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor,
+                               res_m: Tensor | None, res_j: Tensor | None, mask_m: Tensor | None,
+                               mask_j: Tensor | None, scale: float, backend: str | None = None,
+                               checked: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    if checked:
+        return _forward(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale, backend)
+    choice, scale, tokens = _prepare(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, scale, mask_m, mask_j, backend,
+                                     needs_grad=False)
+    out_m, out_j, lse_m, lse_j = _forward(*tokens, mask_m, mask_j, scale, choice.backend)
+    return out_m.to(q_m.dtype), out_j.to(q_j.dtype), lse_m, lse_j
+
+
+@torch.library.custom_op("jmipose::joint_motion_attention_backward", mutates_args=())
+def _joint_motion_attention_backward_op(grad_out_m: Tensor, grad_out_j: Tensor, q_m: Tensor, k_m: Tensor,
+                                        v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor, out_m: Tensor,
+                                        out_j: Tensor, res_m: Tensor | None, res_j: Tensor | None,
+                                        mask_m: Tensor | None, mask_j: Tensor | None, lse_m: Tensor, lse_j: Tensor,
+                                        scale: float, backend: str | None = None, checked: bool = False
+                                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    if checked:
+        return _backward(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m,
+                         mask_j, lse_m, lse_j, scale, backend)
+    dtype = q_m.dtype
+    choice, scale, tokens = _prepare(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, scale, mask_m, mask_j, backend,
+                                     needs_grad=True)
+    for name, tensor, like in (("grad_out_m", grad_out_m, q_m), ("grad_out_j", grad_out_j, q_j),
+                               ("out_m", out_m, q_m), ("out_j", out_j, q_j), ("lse_m", lse_m, q_m[..., 0]),
+                               ("lse_j", lse_j, q_j[..., 0])):
+        check_float_tensor(_OP, name, tensor)
+        require(tensor.shape == like.shape, lambda name=name, tensor=tensor, like=like: (
+            f"{_OP}: {name} must have shape {list(like.shape)}, got {list(tensor.shape)}"))
+    q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j = tokens
+    stats = _stats_dtype(choice.dtype)
+    grad_out_m, grad_out_j, out_m, out_j = _backends.widen((grad_out_m, grad_out_j, out_m, out_j), choice.dtype)
+    grads = _backward(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m,
+                      mask_j, lse_m.to(stats), lse_j.to(stats), scale, choice.backend)
+    return tuple(g.to(dtype) for g in grads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake kernels (torch.compile): shapes only, checked with torch._check
+
+_fake_check = functools.partial(torch._check_with, ArgumentError)
+
+
+@_joint_motion_attention_op.register_fake
+def _(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale, backend=None, checked=False):
+    _check_shapes(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, _fake_check)
+    stats = _stats_dtype(q_m.dtype)
+    return (torch.empty_like(q_m, memory_format=torch.contiguous_format),
+            torch.empty_like(q_j, memory_format=torch.contiguous_format),
+            q_m.new_empty(q_m.shape[:3], dtype=stats), q_j.new_empty(q_j.shape[:3], dtype=stats))
+
+
+@_joint_motion_attention_backward_op.register_fake
+def _(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m,
+      lse_j, scale, backend=None, checked=False):
+    _check_shapes(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, _fake_check)
+    for name, tensor, like in (("grad_out_m", grad_out_m, q_m), ("grad_out_j", grad_out_j, q_j)):
+        _fake_check(tensor.shape == like.shape, lambda name=name, tensor=tensor, like=like: (
+            f"{_OP}: {name} must have shape {list(like.shape)}, got {list(tensor.shape)}"))
+    tokens = (q_m, k_m, v_m, q_j, k_j, v_j)
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, scale, backend, checked = inputs
+    out_m, out_j, lse_m, lse_j = output
+    ctx.save_for_backward(q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m,
+                          lse_j)
+    ctx.scale, ctx.backend, ctx.checked = scale, backend, checked
+    ctx.mark_non_differentiable(lse_m, lse_j)
+
+
+def _autograd_backward(ctx, grad_out_m, grad_out_j, _grad_lse_m, _grad_lse_j):
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"{_OP} is differentiable once: its backward is a kernel without a derivative of its "
+                           "own, so a graph of the gradient (create_graph=True, double backward) cannot be built "
+                           "through it; take this gradient without create_graph, or use "
+                           f"{_OP}_reference, which autograd differentiates to any order")
+    q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m, lse_j = ctx.saved_tensors
+    grads = torch.ops.jmipose.joint_motion_attention_backward(
+        grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j,
+        lse_m, lse_j, ctx.scale, ctx.backend, ctx.checked)
+    grad_res_m = grad_out_m if res_m is not None and ctx.needs_input_grad[6] else None
+    grad_res_j = grad_out_j if res_j is not None and ctx.needs_input_grad[7] else None
+    return (*grads, grad_res_m, grad_res_j, None, None, None, None, None)
+
+
+_joint_motion_attention_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autocast (CPU and CUDA): the one rule of _backends.autocast_dtype, each output in its queries' dtype
+
+
+def _restore(args: tuple, outputs: tuple[Tensor, Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    out_m, out_j, lse_m, lse_j = outputs
+    return out_m.to(args[0].dtype), out_j.to(args[3].dtype), lse_m, lse_j
+
+
+_backends.register_autocast("joint_motion_attention", _restore)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public function
+
+
+def joint_motion_attention(q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor,
+                           res_m: Tensor | None = None, res_j: Tensor | None = None, scale: float | None = None,
+                           mask_m: Tensor | None = None, mask_j: Tensor | None = None,
+                           backend: str | None = None) -> tuple[Tensor, Tensor]:
     """Both attention directions between motion tokens (``*_m``, [B, h, N_m, d]) and joint tokens
     (``*_j``, [B, h, N_j, d]) in one call; returns ``(out_m, out_j)``.
 
     ``out_m = res_m + softmax(scale q_m k_j^T) v_j`` and ``out_j = res_j + softmax(scale q_j k_m^T) v_m``;
     ``mask_m`` [B, N_m] / ``mask_j`` [B, N_j] (bool, True = not a key) mask the keys of the motion /
     joint tokens.  Inputs may be non-contiguous views.  ``backend``: "reference", "cpp", "cuda",
-    "triton" or None (the fastest live one for the device and dtype).
+    "triton" or None (the fastest live one for the device, dtype and head dim).  Differentiable once
+    w.r.t. every q, k, v and residual.  Raises ``jmipose.ops.ArgumentError`` (a ValueError, TypeError
+    and RuntimeError) for bad arguments.  Compiles under ``torch.jit.script`` (there it calls the
+    registered op, which checks its arguments and picks the backend itself).
     """
-    scale = _check_arguments(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, scale, mask_m, mask_j)
-    if backend in _BACKEND_DTYPES and q_m.dtype not in _BACKEND_DTYPES[backend]:
-        allowed = ", ".join(str(d).replace("torch.", "") for d in _BACKEND_DTYPES[backend])
-        raise TypeError(f"{_OP}: backend {backend!r} supports {allowed}; got q_m of dtype {q_m.dtype}")
-    dtype = q_m.dtype
-    if backend is None and dtype in _HALF:
-        backend = _backends.resolve_backend_cached(None, q_m.device.type, _OP, _SUPPORTED)
-        if dtype not in _BACKEND_DTYPES[backend]:
-            # float16/bfloat16 where the device's fastest backend has no half kernel (the CPU, e.g.
-            # under autocast): compute in float32 there and hand back the input's dtype, as autocast
-            # does for an op without a half kernel (and as joint_region_gather does)
-            q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j = (
-                None if t is None else t.float() for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j))
-    name = _backends.resolve_backend_cached(backend, q_m.device.type, _OP, _supported_for(q_m.dtype))
+    if torch.jit.is_scripting():
+        default_scale = float(q_m.shape[3]) ** -0.5
+        out_m, out_j, _, _ = torch.ops.jmipose.joint_motion_attention(
+            q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j,
+            default_scale if scale is None else scale, backend, False)
+        return out_m, out_j
     needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j))
-    _check_memory(q_m, q_j, needs_grad, name)
-    out_m, out_j, _, _ = torch.ops.jmipose.joint_motion_attention(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j,
-                                                                  mask_m, mask_j, scale, name)
-    return out_m.to(dtype), out_j.to(dtype)
+        t is not None and isinstance(t, Tensor) and t.requires_grad for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m,
+                                                                             res_j))
+    choice, scale, tokens = _prepare(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, scale, mask_m, mask_j, backend,
+                                     needs_grad)
+    out_m, out_j, _, _ = torch.ops.jmipose.joint_motion_attention(*tokens, mask_m, mask_j, scale, choice.backend,
+                                                                  True)
+    return (out_m if out_m.dtype == q_m.dtype else out_m.to(q_m.dtype),
+            out_j if out_j.dtype == q_j.dtype else out_j.to(q_j.dtype))
+
+
+__all__ = ["joint_motion_attention", "joint_motion_attention_reference", "joint_motion_attention_reference_backward"]

@@ -31,32 +31,34 @@ cuda       fused CUDA kernel (csrc/joint_region_gather)      float32, float16, b
 triton     Triton kernels (jmipose/kernels)                  float32, float16, bfloat16
 =========  ===============================================  ==============================
 
-float16/bfloat16 accumulate in float32.  The op is ``torch.ops.jmipose.joint_region_gather``
-(``torch.library.custom_op`` with a fake kernel) and its backward is the separate op
-``torch.ops.jmipose.joint_region_gather_backward``, so forward and backward both trace under
-``torch.compile(fullgraph=True)``.  Reference: Zhu et al., "Deformable ConvNets v2" (CVPR 2019).
+float16/bfloat16 accumulate in float32; where the chosen backend has no half kernels (the CPU) they
+are computed in float32 and handed back in their dtype.  Under ``torch.autocast`` (CPU and CUDA)
+tensors of different floating dtypes are computed in the widest of them (``_backends.autocast_dtype``:
+a bfloat16 activation with float32 weights computes in float32) and the output keeps the input's
+dtype, as torchvision's op does.  Bad arguments raise ``jmipose.ops.ArgumentError``, which is a
+``ValueError``/``TypeError`` and a ``RuntimeError`` (torchvision's and torch's error type) at once.
+
+The op is ``torch.ops.jmipose.joint_region_gather`` (``torch.library.custom_op`` with a fake kernel)
+and its backward is the separate op ``torch.ops.jmipose.joint_region_gather_backward``, so forward
+and backward both trace under ``torch.compile(fullgraph=True)``; the public function and
+``jmipose.nn.JointRegionGather`` also compile under ``torch.jit.script``.  The op is differentiable
+once: ``create_graph=True`` through it (double backward) raises at the first backward (the
+eager reference, ``joint_region_gather_reference``, is differentiable to any order).
+Reference: Zhu et al., "Deformable ConvNets v2" (CVPR 2019).
 """
 
 from __future__ import annotations
 
-import ctypes
+import functools
 
 import torch
 from torch import Tensor
 
 from jmipose import resources
-from jmipose.ops import _backends
-from jmipose.ops._checks import check_float_tensor, check_same_device_dtype
+from jmipose.ops import _abi, _backends
+from jmipose.ops._checks import ArgumentError, check_float_tensor, check_same_device_dtype, require
 
 _OP = "joint_region_gather"
-_SUPPORTED = ("reference", "cpp", "cuda", "triton")
-_HALF = (torch.float16, torch.bfloat16)
-_DTYPES = {
-    "reference": (torch.float32, torch.float64),
-    "cpp": (torch.float32, torch.float64),
-    "cuda": (torch.float32, torch.float16, torch.bfloat16),
-    "triton": (torch.float32, torch.float16, torch.bfloat16),
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,7 +71,14 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value):
         return (value[0], value[1])
-    raise TypeError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
+    raise ArgumentError(f"{_OP}: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def _script_pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    """``_pair`` for TorchScript (its argument types are checked by the compiler)."""
+    if isinstance(value, int):
+        return (value, value)
+    return value
 
 
 def _bilinear_gather(image: Tensor, py: Tensor, px: Tensor) -> Tensor:
@@ -234,6 +243,7 @@ def joint_region_gather_reference_backward(
     return grads
 
 
+
 # ---------------------------------------------------------------------------------------------
 # Argument checks
 
@@ -242,54 +252,66 @@ def _output_size(size: int, kernel: int, stride: int, pad: int, dil: int) -> int
     return (size + 2 * pad - dil * (kernel - 1) - 1) // stride + 1
 
 
-def _check_arguments(input: object, offset: object, weight: object, bias: object, mask: object,
-                     stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> None:
-    """Raises TypeError/ValueError naming the argument, what was expected and what came."""
-    check_float_tensor(_OP, "input", input, 4)
-    check_float_tensor(_OP, "offset", offset, 4)
-    check_float_tensor(_OP, "weight", weight, 4)
-    if bias is not None:
-        check_float_tensor(_OP, "bias", bias, 1)
-    if mask is not None:
-        check_float_tensor(_OP, "mask", mask, 4)
-    check_same_device_dtype(_OP, {"input": input, "offset": offset, "weight": weight, "bias": bias, "mask": mask})
-    for name, (a, b), least in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
-        if a < least or b < least:
-            raise ValueError(f"{_OP}: {name} must be >= {least}, got ({a}, {b})")
+def _check_shapes(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None,
+                  stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], check) -> None:
+    """Ranks and how the shapes fit together; ``check(condition, message)`` raises (``require`` in
+    eager code, ``torch._check_with(ArgumentError, ...)`` in the fake kernels)."""
+    for name, tensor, rank in (("input", input, 4), ("offset", offset, 4), ("weight", weight, 4), ("bias", bias, 1),
+                               ("mask", mask, 4)):
+        if tensor is not None:
+            check(tensor.dim() == rank, lambda name=name, tensor=tensor, rank=rank: (
+                f"{_OP}: {name} must be a {rank}-D tensor, got {tensor.dim()}-D with shape {tuple(tensor.shape)}"))
     batch, in_channels, height, width = input.shape
     out_channels, channels_per_group, kh, kw = weight.shape
-    if out_channels == 0 or channels_per_group == 0 or kh == 0 or kw == 0:
-        raise ValueError(f"{_OP}: weight must be [out_channels, in_channels/groups, kh, kw] with no zero size, "
-                         f"got {tuple(weight.shape)}")
-    if in_channels % channels_per_group != 0:
-        raise ValueError(f"{_OP}: input channels ({in_channels}) must be a multiple of weight.shape[1] "
-                         f"(in_channels/groups = {channels_per_group}), got input {tuple(input.shape)}")
+    check(out_channels != 0 and channels_per_group != 0 and kh != 0 and kw != 0, lambda: (
+        f"{_OP}: weight must be [out_channels, in_channels/groups, kh, kw] with no zero size, "
+        f"got {tuple(weight.shape)}"))
+    check(in_channels % channels_per_group == 0, lambda: (
+        f"{_OP}: input channels ({in_channels}) must be a multiple of weight.shape[1] "
+        f"(in_channels/groups = {channels_per_group}), got input {tuple(input.shape)}"))
     groups = in_channels // channels_per_group
-    if out_channels % groups != 0:
-        raise ValueError(f"{_OP}: weight.shape[0] (out_channels = {out_channels}) must be divisible by the "
-                         f"groups ({groups} = input channels {in_channels} / weight.shape[1] {channels_per_group})")
+    check(out_channels % groups == 0, lambda: (
+        f"{_OP}: weight.shape[0] (out_channels = {out_channels}) must be divisible by the "
+        f"groups ({groups} = input channels {in_channels} / weight.shape[1] {channels_per_group})"))
     taps = kh * kw
     out_h = _output_size(height, kh, stride[0], padding[0], dilation[0])
     out_w = _output_size(width, kw, stride[1], padding[1], dilation[1])
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"{_OP}: output size must be positive, got ({out_h}, {out_w}) for input {height}x{width}, "
-                         f"kernel {kh}x{kw}, stride {stride}, padding {padding}, dilation {dilation}")
-    if offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
-        raise ValueError(f"{_OP}: offset.shape[1] must be a positive multiple of 2*kh*kw = {2 * taps} "
-                         f"(2 * offset_groups * kh * kw), got {offset.shape[1]}")
+    check(out_h > 0 and out_w > 0, lambda: (
+        f"{_OP}: output size must be positive, got ({out_h}, {out_w}) for input {height}x{width}, "
+        f"kernel {kh}x{kw}, stride {stride}, padding {padding}, dilation {dilation}"))
+    check(offset.shape[1] != 0 and offset.shape[1] % (2 * taps) == 0, lambda: (
+        f"{_OP}: offset.shape[1] must be a positive multiple of 2*kh*kw = {2 * taps} "
+        f"(2 * offset_groups * kh * kw), got {offset.shape[1]}"))
     offset_groups = offset.shape[1] // (2 * taps)
-    if in_channels % offset_groups != 0:
-        raise ValueError(f"{_OP}: input channels ({in_channels}) must be divisible by the offset groups "
-                         f"({offset_groups} = offset.shape[1] {offset.shape[1]} / (2*{kh}*{kw}))")
+    check(in_channels % offset_groups == 0, lambda: (
+        f"{_OP}: input channels ({in_channels}) must be divisible by the offset groups "
+        f"({offset_groups} = offset.shape[1] {offset.shape[1]} / (2*{kh}*{kw}))"))
     expected = (batch, 2 * offset_groups * taps, out_h, out_w)
-    if tuple(offset.shape) != expected:
-        raise ValueError(f"{_OP}: offset must have shape {expected} [B, 2*G*kh*kw, Hout, Wout], "
-                         f"got {tuple(offset.shape)}")
-    if mask is not None and tuple(mask.shape) != (batch, offset_groups * taps, out_h, out_w):
-        raise ValueError(f"{_OP}: mask must have shape {(batch, offset_groups * taps, out_h, out_w)} "
-                         f"[B, G*kh*kw, Hout, Wout], got {tuple(mask.shape)}")
-    if bias is not None and tuple(bias.shape) != (out_channels,):
-        raise ValueError(f"{_OP}: bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+    check(tuple(offset.shape) == expected, lambda: (
+        f"{_OP}: offset must have shape {expected} [B, 2*G*kh*kw, Hout, Wout], got {tuple(offset.shape)}"))
+    if mask is not None:
+        check(tuple(mask.shape) == (batch, offset_groups * taps, out_h, out_w), lambda: (
+            f"{_OP}: mask must have shape {(batch, offset_groups * taps, out_h, out_w)} "
+            f"[B, G*kh*kw, Hout, Wout], got {tuple(mask.shape)}"))
+    if bias is not None:
+        check(tuple(bias.shape) == (out_channels,), lambda: (
+            f"{_OP}: bias must have shape ({out_channels},), got {tuple(bias.shape)}"))
+
+
+def _check_arguments(input: object, offset: object, weight: object, bias: object, mask: object,
+                     stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int]) -> None:
+    """Raises ``ArgumentError`` naming the argument, what was expected and what came: types and
+    dtypes, then values, then shapes, then one device and one dtype (a float32 layer fed float64
+    input with a wrong offset hears about the offset first, as from torchvision)."""
+    named = {"input": input, "offset": offset, "weight": weight, "bias": bias, "mask": mask}
+    for name, value in named.items():
+        if value is not None or name in ("input", "offset", "weight"):
+            check_float_tensor(_OP, name, value)
+    for name, (a, b), least in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        if a < least or b < least:
+            raise ArgumentError(f"{_OP}: {name} must be >= {least}, got ({a}, {b})")
+    _check_shapes(input, offset, weight, bias, mask, stride, padding, dilation, require)
+    check_same_device_dtype(_OP, named)
 
 
 def _check_memory(input: Tensor, offset: Tensor, weight: Tensor, backend: str) -> None:
@@ -317,14 +339,38 @@ def _check_memory(input: Tensor, offset: Tensor, weight: Tensor, backend: str) -
                           f"weight {list(weight.shape)}", needed, input.device)
 
 
-def _check_dtype(backend: str, dtype: torch.dtype) -> None:
-    if dtype not in _DTYPES[backend]:
-        allowed = ", ".join(str(d).replace("torch.", "") for d in _DTYPES[backend])
-        raise TypeError(f"{_OP}: backend {backend!r} supports {allowed}, got {dtype}")
+# ---------------------------------------------------------------------------------------------
+# The dtype table
+
+SPEC = _backends.OpSpec(_OP, first_argument="input", dtypes={
+    "reference": (torch.float32, torch.float64),
+    "cpp": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float16, torch.bfloat16),
+    "triton": (torch.float32, torch.float16, torch.bfloat16),
+})
+_DTYPES = SPEC.dtypes
 
 
 # ---------------------------------------------------------------------------------------------
-# Backends
+# Dispatch: one call, checked, to a backend
+
+
+def _prepare(input, offset, weight, bias, mask, stride, padding, dilation, backend):
+    """What every call does before a backend runs: the checks, the autocast rule, the backend and
+    compute dtype (``_backends.dispatch``), the memory limit.  Returns the choice and the tensors
+    (input, offset, mask, weight, bias) in the compute dtype."""
+    if torch.is_autocast_enabled(input.device.type if isinstance(input, Tensor) else "cpu"):
+        for name, value in (("input", input), ("offset", offset), ("weight", weight), ("bias", bias), ("mask", mask)):
+            if value is not None or name in ("input", "offset", "weight"):
+                check_float_tensor(_OP, name, value)
+        input, offset, weight, bias, mask = _backends.autocast_cast((input, offset, weight, bias, mask))
+    _check_arguments(input, offset, weight, bias, mask, stride, padding, dilation)
+    choice = _backends.dispatch(SPEC, backend, input.device, input.dtype)
+    tensors = (input, offset, mask, weight, bias)
+    if choice.dtype != input.dtype:
+        tensors = _backends.widen(tensors, choice.dtype)
+    _check_memory(tensors[0], offset, weight, choice.backend)
+    return choice, tensors
 
 
 def _geometry(input: Tensor, offset: Tensor, weight: Tensor) -> tuple[int, int]:
@@ -334,17 +380,25 @@ def _geometry(input: Tensor, offset: Tensor, weight: Tensor) -> tuple[int, int]:
     return groups, offset_groups
 
 
+_size_order = _abi.size_getter(_abi.JOINT_REGION_GATHER_SIZES)
+
+
 def _size_args(input: Tensor, offset: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int],
-               dilation: tuple[int, int]) -> list[ctypes.c_int64]:
-    """The int64 sizes of the C ABI, in its order."""
+               dilation: tuple[int, int]) -> tuple[int, ...]:
+    """The int64 sizes of the C ABI, in its order (``_abi.JOINT_REGION_GATHER_SIZES``)."""
+    batch, in_channels, height, width = input.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
     groups, offset_groups = _geometry(input, offset, weight)
-    sizes = (*input.shape, weight.shape[0], weight.shape[2], weight.shape[3], offset.shape[2], offset.shape[3],
-             *stride, *padding, *dilation, groups, offset_groups)
-    return [ctypes.c_int64(int(v)) for v in sizes]
+    return _size_order({
+        "batch": batch, "in_channels": in_channels, "height": height, "width": width, "out_channels": out_channels,
+        "kernel_h": kernel_h, "kernel_w": kernel_w, "out_h": offset.shape[2], "out_w": offset.shape[3],
+        "stride_h": stride[0], "stride_w": stride[1], "pad_h": padding[0], "pad_w": padding[1],
+        "dil_h": dilation[0], "dil_w": dilation[1], "groups": groups, "offset_groups": offset_groups})
 
 
 def _forward(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor, bias: Tensor | None,
              stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], backend: str) -> Tensor:
+    """The output on ``backend`` (arguments checked, dtype one the backend computes)."""
     out_shape = (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
     if input.shape[0] == 0:
         return input.new_zeros(out_shape)
@@ -357,20 +411,23 @@ def _forward(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor,
     input, offset, weight = input.contiguous(), offset.contiguous(), weight.contiguous()
     mask = mask.contiguous() if mask is not None else None
     bias = bias.contiguous() if bias is not None else None
-    if backend == "triton":
-        from jmipose.kernels.joint_region_gather import forward as triton_forward
+    with _backends.device_scope(input):
+        if backend == "triton":
+            from jmipose.kernels.joint_region_gather import forward as triton_forward
 
-        return triton_forward(input, offset, mask, weight, bias, stride, padding, dilation,
-                              *_geometry(input, offset, weight))
-    output = input.new_empty(out_shape)
-    args = [_backends.ptr(t) for t in (input, offset, mask, weight, bias, output)]
-    args += _size_args(input, offset, weight, stride, padding, dilation) + [_backends.dtype_code(input)]
-    if backend == "cpp":
-        _backends.call_cpu("jmipose_joint_region_gather_forward_cpu", *args)
-    elif backend == "cuda":
-        _backends.call_cuda("jmipose_joint_region_gather_forward_cuda", *args, *_backends.cuda_stream_args(input))
-    else:
-        raise ValueError(f"{_OP}: unknown backend {backend!r}")
+            return triton_forward(input, offset, mask, weight, bias, stride, padding, dilation,
+                                  *_geometry(input, offset, weight))
+        output = input.new_empty(out_shape)
+        ptr = _backends.ptr
+        args = (ptr(input), ptr(offset), ptr(mask), ptr(weight), ptr(bias), ptr(output),
+                *_size_args(input, offset, weight, stride, padding, dilation), _backends.DTYPE_CODES[input.dtype])
+        if backend == "cpp":
+            _backends.call_cpu("jmipose_joint_region_gather_forward_cpu", *args)
+        elif backend == "cuda":
+            _backends.call_cuda("jmipose_joint_region_gather_forward_cuda", *args,
+                                *_backends.cuda_stream_args(input))
+        else:
+            raise ArgumentError(f"{_OP}: unknown backend {backend!r}")
     return output
 
 
@@ -380,12 +437,13 @@ def _backward_compiled(grad_output: Tensor, input: Tensor, offset: Tensor, mask:
     """cpp and cuda: float32 gradient buffers for float16/bfloat16 inputs (the C ABI's contract)."""
     tensors = [t.contiguous() if t is not None else None for t in (grad_output, input, offset, mask, weight)]
     grad_output, input, offset, mask, weight = tensors
-    buffer_dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    buffer_dtype = torch.float32 if input.dtype in _backends.HALF else input.dtype
     like = (input, offset, mask, weight, weight.new_empty(weight.shape[0]))
     grads = [torch.empty(t.shape, dtype=buffer_dtype, device=t.device) if need and t is not None else None
              for t, need in zip(like, needs)]
-    args = [_backends.ptr(t) for t in (grad_output, input, offset, mask, weight, *grads)]
-    args += _size_args(input, offset, weight, stride, padding, dilation) + [_backends.dtype_code(input)]
+    ptr = _backends.ptr
+    args = (*(ptr(t) for t in (grad_output, input, offset, mask, weight, *grads)),
+            *_size_args(input, offset, weight, stride, padding, dilation), _backends.DTYPE_CODES[input.dtype])
     if backend == "cpp":
         _backends.call_cpu("jmipose_joint_region_gather_backward_cpu", *args)
     else:
@@ -396,7 +454,8 @@ def _backward_compiled(grad_output: Tensor, input: Tensor, offset: Tensor, mask:
 def _backward(grad_output: Tensor, input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor,
               stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], needs: list[bool],
               backend: str) -> list[Tensor | None]:
-    """Gradients w.r.t. (input, offset, mask, weight, bias); None where ``needs`` is False."""
+    """Gradients w.r.t. (input, offset, mask, weight, bias) on ``backend``; None where ``needs`` is
+    False (arguments checked, dtype one the backend computes)."""
     needs = [bool(n) for n in needs]
     needs[2] = needs[2] and mask is not None
     if input.numel() == 0:  # no batch, or a 0-pixel image: every sample read zero
@@ -408,49 +467,85 @@ def _backward(grad_output: Tensor, input: Tensor, offset: Tensor, mask: Tensor |
     if backend == "reference":
         return joint_region_gather_reference_backward(grad_output, input, offset, mask, weight, stride, padding,
                                                       dilation, tuple(needs))
-    if backend in ("cpp", "cuda"):
-        return _backward_compiled(grad_output, input, offset, mask, weight, stride, padding, dilation, needs,
-                                  backend)
-    if backend == "triton":
-        from jmipose.kernels.joint_region_gather import backward as triton_backward
+    with _backends.device_scope(input):
+        if backend in ("cpp", "cuda"):
+            return _backward_compiled(grad_output, input, offset, mask, weight, stride, padding, dilation, needs,
+                                      backend)
+        if backend == "triton":
+            from jmipose.kernels.joint_region_gather import backward as triton_backward
 
-        tensors = [t.contiguous() if t is not None else None for t in (grad_output, input, offset, mask, weight)]
-        return list(triton_backward(*tensors, stride, padding, dilation, *_geometry(input, offset, weight),
-                                    needs_input_grad=tuple(needs)))
-    raise ValueError(f"{_OP}: unknown backend {backend!r}")
+            tensors = [t.contiguous() if t is not None else None for t in (grad_output, input, offset, mask, weight)]
+            return list(triton_backward(*tensors, stride, padding, dilation, *_geometry(input, offset, weight),
+                                        needs_input_grad=tuple(needs)))
+    raise ArgumentError(f"{_OP}: unknown backend {backend!r}")
 
 
 # ---------------------------------------------------------------------------------------------
 # torch.library registration
+#
+# ``backend`` is the backend to run (None: the fastest live one); ``checked`` says the caller (the
+# public function, the autograd formula) has checked the arguments, chosen the backend and widened
+# half precision where needed.  Any other caller (TorchScript, ``torch.ops.jmipose...`` directly)
+# leaves it False and the op does all of that itself.
 
 
 @torch.library.custom_op("jmipose::joint_region_gather", mutates_args=())
 def _joint_region_gather_op(input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor,
                             bias: Tensor | None, stride_h: int, stride_w: int, pad_h: int, pad_w: int, dil_h: int,
-                            dil_w: int, backend: str) -> Tensor:
-    return _forward(input, offset, mask, weight, bias, (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w), backend)
-
-
-@_joint_region_gather_op.register_fake
-def _(input, offset, mask, weight, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, backend):
-    return input.new_empty((input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3]))
+                            dil_w: int, backend: str | None = None, checked: bool = False) -> Tensor:
+    stride, padding, dilation = (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w)
+    if checked:
+        return _forward(input, offset, mask, weight, bias, stride, padding, dilation, backend)
+    choice, tensors = _prepare(input, offset, weight, bias, mask, stride, padding, dilation, backend)
+    return _forward(*tensors, stride, padding, dilation, choice.backend).to(input.dtype)
 
 
 @torch.library.custom_op("jmipose::joint_region_gather_backward", mutates_args=())
 def _joint_region_gather_backward_op(grad_output: Tensor, input: Tensor, offset: Tensor, mask: Tensor | None,
                                      weight: Tensor, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
-                                     dil_h: int, dil_w: int, needs_input_grad: list[bool],
-                                     backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                                     dil_h: int, dil_w: int, needs_input_grad: list[bool], backend: str | None = None,
+                                     checked: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns (grad_input, grad_offset, grad_mask, grad_weight, grad_bias); a gradient that is not
     needed comes back as an empty tensor (custom ops return tensors, never None)."""
-    grads = _backward(grad_output, input, offset, mask, weight, (stride_h, stride_w), (pad_h, pad_w),
-                      (dil_h, dil_w), needs_input_grad, backend)
-    return tuple(g if g is not None else input.new_empty(0) for g in grads)
+    stride, padding, dilation = (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w)
+    if checked:
+        grads = _backward(grad_output, input, offset, mask, weight, stride, padding, dilation, needs_input_grad,
+                          backend)
+        return tuple(g if g is not None else input.new_empty(0) for g in grads)
+    dtype = input.dtype
+    choice, (input, offset, mask, weight, _) = _prepare(input, offset, weight, None, mask, stride, padding, dilation,
+                                                        backend)
+    expected = (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+    check_float_tensor(_OP, "grad_output", grad_output)
+    require(tuple(grad_output.shape) == expected, lambda: (
+        f"{_OP}: grad_output must have the output's shape {expected}, got {tuple(grad_output.shape)}"))
+    grads = _backward(grad_output.to(choice.dtype), input, offset, mask, weight, stride, padding, dilation,
+                      needs_input_grad, choice.backend)
+    return tuple(g.to(dtype) if g is not None else input.new_empty(0, dtype=dtype) for g in grads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake kernels (torch.compile): shapes only, checked with torch._check
+
+_fake_check = functools.partial(torch._check_with, ArgumentError)
+
+
+@_joint_region_gather_op.register_fake
+def _(input, offset, mask, weight, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, backend=None,
+      checked=False):
+    _check_shapes(input, offset, weight, bias, mask, (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w),
+                  _fake_check)
+    return input.new_empty((input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3]))
 
 
 @_joint_region_gather_backward_op.register_fake
 def _(grad_output, input, offset, mask, weight, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, needs_input_grad,
-      backend):
+      backend=None, checked=False):
+    _check_shapes(input, offset, weight, None, mask, (stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w),
+                  _fake_check)
+    expected = (input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+    _fake_check(tuple(grad_output.shape) == expected, lambda: (
+        f"{_OP}: grad_output must have the output's shape {expected}, got {tuple(grad_output.shape)}"))
     shapes = (input.shape, offset.shape, mask.shape if mask is not None else None, weight.shape,
               (weight.shape[0],))
     needs = list(needs_input_grad)
@@ -458,24 +553,44 @@ def _(grad_output, input, offset, mask, weight, stride_h, stride_w, pad_h, pad_w
     return tuple(input.new_empty(shape) if need else input.new_empty(0) for shape, need in zip(shapes, needs))
 
 
+# ---------------------------------------------------------------------------------------------
+# Autograd
+
+
 def _setup_context(ctx, inputs, output) -> None:
-    input, offset, mask, weight, _bias, *geometry, backend = inputs
+    input, offset, mask, weight, _bias, *geometry, backend, checked = inputs
     ctx.save_for_backward(input, offset, mask, weight)
     ctx.geometry = geometry
-    ctx.backend = backend
+    ctx.backend, ctx.checked = backend, checked
 
 
-def _backward_autograd(ctx, grad_output: Tensor):
+def _autograd_backward(ctx, grad_output: Tensor):
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"{_OP} is differentiable once: its backward is a kernel without a derivative of its "
+                           "own, so a graph of the gradient (create_graph=True, double backward) cannot be built "
+                           "through it; take this gradient without create_graph, or use "
+                           f"{_OP}_reference, which autograd differentiates to any order")
     input, offset, mask, weight = ctx.saved_tensors
     needs = list(ctx.needs_input_grad[:5])
     grads = torch.ops.jmipose.joint_region_gather_backward(grad_output.contiguous(), input, offset, mask, weight,
-                                                           *ctx.geometry, needs, ctx.backend)
+                                                           *ctx.geometry, needs, ctx.backend, ctx.checked)
     needs[2] = needs[2] and mask is not None
     result = [g if need else None for g, need in zip(grads, needs)]
-    return (*result, None, None, None, None, None, None, None)
+    return (*result, None, None, None, None, None, None, None, None)
 
 
-_joint_region_gather_op.register_autograd(_backward_autograd, setup_context=_setup_context)
+_joint_region_gather_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autocast (CPU and CUDA): the one rule of _backends.autocast_dtype, the output in the input's dtype
+
+
+def _restore(args: tuple, output: Tensor) -> Tensor:
+    return output.to(args[0].dtype)
+
+
+_backends.register_autocast("joint_region_gather", _restore)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,7 +599,7 @@ _joint_region_gather_op.register_autograd(_backward_autograd, setup_context=_set
 
 def joint_region_gather(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None,
                         stride: int | tuple[int, int] = (1, 1), padding: int | tuple[int, int] = (0, 0),
-                        dilation: int | tuple[int, int] = (1, 1), mask: Tensor | None = None, *,
+                        dilation: int | tuple[int, int] = (1, 1), mask: Tensor | None = None,
                         backend: str | None = None) -> Tensor:
     """Modulated deformable convolution, a drop-in for ``torchvision.ops.deform_conv2d``.
 
@@ -500,26 +615,24 @@ def joint_region_gather(input: Tensor, offset: Tensor, weight: Tensor, bias: Ten
             a backend that cannot run raises ``BackendUnavailableError`` saying why.
 
     Returns:
-        [B, Cout, Hout, Wout], differentiable w.r.t. input, offset, mask, weight and bias.
-    """
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    _check_arguments(input, offset, weight, bias, mask, stride, padding, dilation)
-    name = _backends.resolve_backend_cached(backend, input.device.type, _OP, _SUPPORTED)
-    if backend is None and input.dtype not in _DTYPES[name] and input.dtype in _DTYPES["reference"]:
-        name = "reference"  # e.g. float64 on a GPU: only the reference computes it there
-    if backend is None and input.dtype in _HALF and input.dtype not in _DTYPES[name]:
-        # float16/bfloat16 where no backend computes them (the CPU, e.g. under autocast): compute in
-        # float32 and hand back the input's dtype, as autocast would for an op without a half kernel
-        def widen(t):
-            return None if t is None else t.float()
+        [B, Cout, Hout, Wout], differentiable (once) w.r.t. input, offset, mask, weight and bias.
 
-        output = torch.ops.jmipose.joint_region_gather(widen(input), widen(offset), widen(mask), widen(weight),
-                                                       widen(bias), *stride, *padding, *dilation, name)
-        return output.to(input.dtype)
-    _check_dtype(name, input.dtype)
-    _check_memory(input, offset, weight, name)
-    return torch.ops.jmipose.joint_region_gather(input, offset, mask, weight, bias, *stride, *padding, *dilation,
-                                                 name)
+    Raises ``jmipose.ops.ArgumentError`` (a ValueError, TypeError and RuntimeError) for bad
+    arguments.  Compiles under ``torch.jit.script`` (there it calls the registered op, which checks
+    its arguments and picks the backend itself).
+    """
+    if torch.jit.is_scripting():
+        sh, sw = _script_pair(stride)
+        ph, pw = _script_pair(padding)
+        dh, dw = _script_pair(dilation)
+        return torch.ops.jmipose.joint_region_gather(input, offset, mask, weight, bias, sh, sw, ph, pw, dh, dw,
+                                                     backend, False)
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    choice, (input_, offset, mask, weight, bias) = _prepare(input, offset, weight, bias, mask, stride, padding,
+                                                            dilation, backend)
+    output = torch.ops.jmipose.joint_region_gather(input_, offset, mask, weight, bias, *stride, *padding, *dilation,
+                                                   choice.backend, True)
+    return output if output.dtype == input.dtype else output.to(input.dtype)
 
 
 __all__ = ["joint_region_gather", "joint_region_gather_reference", "joint_region_gather_reference_backward"]

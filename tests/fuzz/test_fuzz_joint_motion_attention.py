@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jmipose
-from jmipose.ops.joint_motion_attention import _BACKEND_DTYPES, joint_motion_attention_reference
+from jmipose.ops.joint_motion_attention import _DTYPES, joint_motion_attention_reference
 from tests.backends import backend_params, require_backend
 from tests.fuzz.common import (LAYOUTS, NON_FINITE, Tally, assert_gradients_match, assert_matches, budget,
                                dtypes_for, lay_out, seeds, sprinkle)
@@ -101,7 +101,7 @@ def actual(inputs: dict, scale, grad_outputs, backend, device, dtype, layouts: d
 def test_fuzz_matches_float64_reference(backend):
     device = require_backend(backend)
     small = backend == "triton" and device.type == "cpu"
-    dtypes = dtypes_for(backend, device, _BACKEND_DTYPES)
+    dtypes = dtypes_for(backend, device, _DTYPES)
     tally = Tally(f"joint_motion_attention[{backend}]")
 
     @settings(max_examples=budget(backend, device), deadline=None)

@@ -415,7 +415,7 @@ def test_half_on_the_cpu_computes_in_float32(dtype, monkeypatch):
     real_op = torch.ops.jmipose.joint_motion_attention
 
     def spy(*args):
-        backends.append((args[-1], args[0].dtype))
+        backends.append((args[11], args[0].dtype))  # the op's arguments: 6 tokens, 2 residuals, 2 masks, scale, backend
         return real_op(*args)
 
     monkeypatch.setattr(torch.ops.jmipose, "joint_motion_attention", spy)
@@ -524,3 +524,28 @@ def test_cpp_rejects_bad_sizes_without_crashing():
     with pytest.raises(jmipose.ops.KernelError, match="q_m is NULL"):
         _backends.call_cpu("jmipose_joint_motion_attention_forward_cpu", *null_q, *sizes,
                            ctypes.c_double(0.25), ctypes.c_int32(0))
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_double_backward_is_refused_at_the_first_backward(backend):
+    """create_graph=True through the op fails at the first backward with the reason (not at the
+    second, deep in torch); the same graph then still gives the first derivatives."""
+    device = require_backend(backend)
+    dtype = torch.float64 if backend in ("reference", "cpp") else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    values = [torch.randn(2, 2, n, 16, generator=gen, dtype=torch.float64) for n in (7, 7, 7, 5, 5, 5, 7, 5)]
+    leaves = [v.to(device, dtype).requires_grad_() for v in values]
+    out_m, out_j = jmipose.ops.joint_motion_attention(*leaves[:6], res_m=leaves[6], res_j=leaves[7],
+                                                      backend=backend)
+    loss = out_m.square().sum() + out_j.square().sum()
+    with pytest.raises(RuntimeError, match="joint_motion_attention is differentiable once: .*create_graph=True"):
+        torch.autograd.grad(loss, leaves, create_graph=True)
+    grads = torch.autograd.grad(loss, leaves)
+    # the eager reference is differentiable to any order (the way out the message names)
+    ref_leaves = [v.clone().requires_grad_() for v in values]
+    ref_m, ref_j = joint_motion_attention_reference(*ref_leaves[:6], res_m=ref_leaves[6], res_j=ref_leaves[7])
+    expected = torch.autograd.grad(ref_m.square().sum() + ref_j.square().sum(), ref_leaves, create_graph=True)
+    tol = _tolerances(dtype)[1]
+    for grad, want in zip(grads, expected):
+        torch.testing.assert_close(grad.double().cpu(), want.detach(), **tol)
+    assert torch.autograd.grad(expected[0].sum(), ref_leaves[4])[0].abs().sum() > 0

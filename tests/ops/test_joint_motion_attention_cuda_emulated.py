@@ -18,6 +18,7 @@ import ctypes
 import pytest
 import torch
 
+from jmipose.ops import _abi
 from tests.cuda_emulation.build import load_op
 from tests.ops.attention_problems import assert_matches_reference, make_problem
 
@@ -31,7 +32,10 @@ def emulated():
 
 
 def _pointer(t):
-    return ctypes.c_void_p(0 if t is None else t.data_ptr())
+    return None if t is None else t.data_ptr()
+
+
+_size_order = _abi.size_getter(_abi.JOINT_MOTION_ATTENTION_SIZES)  # the C ABI's order, defined once
 
 
 def _launches(lib):
@@ -62,18 +66,20 @@ def run_emulated(lib, problem, dtype, shared_limit=H100_SHARED):
     out_m, out_j = torch.full_like(q_m, float("nan")), torch.full_like(q_j, float("nan"))
     lse_m = torch.full((batch, heads, n_m), float("nan"))
     lse_j = torch.full((batch, heads, n_j), float("nan"))
-    tail = [*(ctypes.c_int64(v) for v in (batch, heads, n_m, n_j, head_dim)), ctypes.c_double(problem["scale"]),
-            ctypes.c_int32(DTYPE_CODES[dtype]), ctypes.c_int32(0), ctypes.c_void_p(0)]
-    rc = lib.jmipose_joint_motion_attention_forward_cuda(
+    functions = _abi.bind(lib, "cuda", ("jmipose_joint_motion_attention_forward_cuda",
+                                        "jmipose_joint_motion_attention_backward_cuda", "jmipose_cuda_last_error"))
+    sizes = _size_order({"batch": batch, "heads": heads, "n_m": n_m, "n_j": n_j, "head_dim": head_dim})
+    tail = (*sizes, problem["scale"], DTYPE_CODES[dtype], 0, None)  # scale, dtype, device 0, the null stream
+    rc = functions["jmipose_joint_motion_attention_forward_cuda"](
         *(_pointer(t) for t in (q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, out_m, out_j,
                                 lse_m, lse_j)), *tail)
-    assert rc == 0, lib.jmipose_cuda_last_error().decode()
+    assert rc == 0, functions["jmipose_cuda_last_error"]().decode()
     grad_out_m, grad_out_j = (cast(g) for g in problem["grads"])
     grads = [torch.full(t.shape, float("nan")) for t in (q_m, k_m, v_m, q_j, k_j, v_j)]  # float32 buffers
-    rc = lib.jmipose_joint_motion_attention_backward_cuda(
+    rc = functions["jmipose_joint_motion_attention_backward_cuda"](
         *(_pointer(t) for t in (grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j,
                                 mask_m, mask_j, lse_m, lse_j, *grads)), *tail)
-    assert rc == 0, lib.jmipose_cuda_last_error().decode()
+    assert rc == 0, functions["jmipose_cuda_last_error"]().decode()
     return dict(out=(out_m, out_j), lse=(lse_m, lse_j), grads=[g.to(dtype) for g in grads], launches=_launches(lib))
 
 

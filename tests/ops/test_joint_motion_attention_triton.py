@@ -101,8 +101,8 @@ def test_all_masked_rows_give_residual_zero_grads_and_no_nan():
 def test_gpu_tile_sizes(monkeypatch):
     # The tiles the host picks for an H100 (128-row blocks and more), run here so the interpreter also
     # covers the configuration a GPU uses; the sizes straddle those tiles.
-    gpu_configs = jma_triton.launch_configs(48, torch.bfloat16, torch.device("cuda"))
-    monkeypatch.setattr(jma_triton, "launch_configs", lambda *args: gpu_configs)
+    gpu_configs = jma_triton.launch_config(48, torch.bfloat16, torch.device("cuda"))
+    monkeypatch.setattr(jma_triton, "launch_config", lambda *args: gpu_configs)
     check(make_problem(1, 1, 131, 70, 48, seed=11))
 
 
@@ -235,7 +235,7 @@ def signature(kernel, dtype, constants):
 for capability in (80, 90):
     for dtype in (torch.bfloat16, torch.float32):
         head_dim = 48
-        configs = jma.launch_configs(head_dim, dtype, torch.device("cuda"))
+        configs = jma.launch_config(head_dim, dtype, torch.device("cuda"))
         shared = dict(HAS_MASK_M=True, HAS_MASK_J=True, HEAD_DIM=head_dim, BLOCK_D=64, DOT_PRECISION="ieee",
                       WHILE_LOOPS=False)
         kernels = [(jma._joint_motion_attention_forward_kernel, configs.forward, True),

@@ -532,7 +532,7 @@ def test_mixed_devices_are_rejected():
 def test_unsupported_dtype_names_the_backend(backend, dtype):
     require_backend(backend)
     case = make_case()
-    with pytest.raises(TypeError, match=rf"backend '{backend}' supports .* got {dtype}"):
+    with pytest.raises(TypeError, match=rf"backend '{backend}' supports .*; got input of dtype {dtype}"):
         run(case, backend, "cpu", dtype)
 
 
@@ -639,3 +639,29 @@ def test_module_matches_torchvision_deform_conv2d():
     ours.load_state_dict(theirs.state_dict())
     x, offset, mask = torch.randn(2, 4, 5, 6), torch.randn(2, 18, 5, 6), torch.rand(2, 9, 5, 6)
     torch.testing.assert_close(ours(x, offset, mask), theirs(x, offset, mask), rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Differentiable once
+
+
+@pytest.mark.parametrize("backend", backend_params("reference", "cpp", "triton", "cuda"))
+def test_double_backward_is_refused_at_the_first_backward(backend):
+    """create_graph=True through the op fails at the first backward with the reason (not at the
+    second, deep in torch); the same graph then still gives the first derivatives."""
+    device = require_backend(backend)
+    dtype = torch.float64 if backend in ("reference", "cpp") else torch.float32
+    case = make_case(batch=1, size=(4, 5))
+    names = ("input", "offset", "weight", "bias", "mask")
+    leaves = [case[n].to(device, dtype).requires_grad_() for n in names]
+    out = jmipose.ops.joint_region_gather(*leaves[:4], 1, 1, 1, leaves[4], backend=backend)
+    with pytest.raises(RuntimeError, match="joint_region_gather is differentiable once: .*create_graph=True"):
+        torch.autograd.grad(out.square().sum(), leaves, create_graph=True)
+    grads = torch.autograd.grad(out.square().sum(), leaves)
+    # the eager reference is differentiable to any order (the way out the message names)
+    ref_leaves = [case[n].clone().requires_grad_() for n in names]
+    ref_out = joint_region_gather_reference(*ref_leaves[:4], 1, 1, 1, ref_leaves[4])
+    expected = torch.autograd.grad(ref_out.square().sum(), ref_leaves, create_graph=True)
+    for name, grad, want in zip(names, grads, expected):
+        _assert_close(grad, want.detach(), dtype, f"{backend} grad {name}")
+    assert torch.autograd.grad(expected[0].sum(), ref_leaves[2])[0].abs().sum() > 0

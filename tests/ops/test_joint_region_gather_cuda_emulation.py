@@ -15,6 +15,7 @@ import ctypes
 import pytest
 import torch
 
+from jmipose.ops import _abi
 from tests.cuda_emulation.build import load_op
 from tests.ops.joint_region_gather_cases import (
     BORDER_CASE,
@@ -34,31 +35,42 @@ def emulated_library() -> ctypes.CDLL:
     return load_op("joint_region_gather")
 
 
-def _pointer(tensor: torch.Tensor | None) -> ctypes.c_void_p:
-    return ctypes.c_void_p(0 if tensor is None else tensor.data_ptr())
+def _pointer(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
 
 
-def _sizes(case: Case) -> list[ctypes.c_int64]:
-    values = (case.batch, case.in_channels, case.height, case.width, case.out_channels, *case.kernel,
-              *case.out_size, *case.stride, *case.padding, *case.dilation, case.groups, case.offset_groups)
-    return [ctypes.c_int64(v) for v in values]
+_size_order = _abi.size_getter(_abi.JOINT_REGION_GATHER_SIZES)
+
+
+def _sizes(case: Case) -> tuple[int, ...]:
+    """The size arguments in the C ABI's order (jmipose.ops._abi, the one definition)."""
+    (kernel_h, kernel_w), (out_h, out_w) = case.kernel, case.out_size
+    return _size_order({
+        "batch": case.batch, "in_channels": case.in_channels, "height": case.height, "width": case.width,
+        "out_channels": case.out_channels, "kernel_h": kernel_h, "kernel_w": kernel_w, "out_h": out_h,
+        "out_w": out_w, "stride_h": case.stride[0], "stride_w": case.stride[1], "pad_h": case.padding[0],
+        "pad_w": case.padding[1], "dil_h": case.dilation[0], "dil_w": case.dilation[1], "groups": case.groups,
+        "offset_groups": case.offset_groups})
 
 
 def run_emulated(lib: ctypes.CDLL, case: Case, inputs: dict):
     """Forward and backward through the C ABI, exactly as jmipose.ops calls the CUDA library (float32,
-    device 0, the null stream); every gradient buffer starts as NaN, so one not fully written shows."""
+    device 0, the null stream; the functions bound from the ABI table); every gradient buffer starts
+    as NaN, so one not fully written shows."""
+    functions = _abi.bind(lib, "cuda", ("jmipose_joint_region_gather_forward_cuda",
+                                        "jmipose_joint_region_gather_backward_cuda", "jmipose_cuda_last_error"))
     tensors = {n: None if inputs[n] is None else inputs[n].float().contiguous()
                for n in (*GRAD_NAMES, "grad_output")}
-    tail = [*_sizes(case), ctypes.c_int32(0), ctypes.c_int32(0), ctypes.c_void_p(0)]
+    tail = (*_sizes(case), 0, 0, None)  # dtype float32, device 0, the null stream
     out = torch.full((case.batch, case.out_channels, *case.out_size), float("nan"))
-    status = lib.jmipose_joint_region_gather_forward_cuda(
+    status = functions["jmipose_joint_region_gather_forward_cuda"](
         *[_pointer(tensors[n]) for n in ("input", "offset", "mask", "weight", "bias")], _pointer(out), *tail)
-    assert status == 0, lib.jmipose_cuda_last_error().decode()
+    assert status == 0, functions["jmipose_cuda_last_error"]().decode()
     grads = [None if tensors[n] is None else torch.full_like(tensors[n], float("nan")) for n in GRAD_NAMES]
-    status = lib.jmipose_joint_region_gather_backward_cuda(
+    status = functions["jmipose_joint_region_gather_backward_cuda"](
         *[_pointer(tensors[n]) for n in ("grad_output", "input", "offset", "mask", "weight")],
         *[_pointer(g) for g in grads], *tail)
-    assert status == 0, lib.jmipose_cuda_last_error().decode()
+    assert status == 0, functions["jmipose_cuda_last_error"]().decode()
     return out, grads
 
 
@@ -109,8 +121,8 @@ def test_empty_batch_and_bad_sizes(emulated_library):
     bad = Case(batch=1)
     inputs = make_inputs(bad, 26, torch.float32)
     pointers = [_pointer(inputs[n]) for n in ("input", "offset", "mask", "weight", "bias")]  # never read
-    sizes = _sizes(bad)
-    sizes[7] = ctypes.c_int64(bad.out_size[0] + 1)  # an output height that does not match
+    sizes = list(_sizes(bad))
+    sizes[_abi.JOINT_REGION_GATHER_SIZES.index("out_h")] = bad.out_size[0] + 1  # an output height that does not match
     out = torch.empty(1, 3, bad.out_size[0] + 1, bad.out_size[1])
     tail = [ctypes.c_int32(0), ctypes.c_void_p(0)]  # device, stream
     status = emulated_library.jmipose_joint_region_gather_forward_cuda(*pointers, _pointer(out), *sizes,

@@ -193,7 +193,7 @@ from jmipose.kernels import joint_region_gather as kernels
 
 dtype = getattr(torch, sys.argv[1])
 pointer = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
-config = kernels.choose_config(48, 48, 1, 1, 6912, dtype)
+config = kernels.launch_config(48, 48, 1, 1, 6912, dtype)
 common = {"DOT_FP32": dtype == torch.float32, "FP32_PRECISION": "tf32x3", "INDEX_DTYPE": tl.int32}
 launches = [
     (kernels._joint_region_gather_forward_kernel, config.forward, {}, {"HAS_MASK": True, "HAS_BIAS": True}),
