@@ -432,8 +432,22 @@ def _compile_triton(op: str, index: int, arch: int, cuobjdump: str) -> dict[str,
 
 
 def _first_lines(exc: BaseException, limit: int = 400) -> str:
-    text = " ".join(line.strip() for line in str(exc).strip().splitlines()[:6] if line.strip())
-    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """The root cause of a compiler error (triton chains one CompilationError per inlined function,
+    each carrying the source) and where it happened: 'AssertionError: Input shapes should have ...
+    (in _forward_key_step at 16:33)'."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 50:
+        chain.append(chain[-1].__cause__)
+    root = chain[-1]
+    lines = [line.strip() for line in str(root).strip().splitlines() if line.strip()]
+    message = lines[-1] if lines else ""
+    where = ""
+    located = [e for e in chain if re.match(r"at \d+:\d+:", str(e).strip())]
+    if located:
+        text = str(located[-1]).strip()
+        function = re.search(r"def (\w+)\(", str(getattr(located[-1], "src", "") or ""))
+        where = f" (in {function.group(1) + ' ' if function else ''}{text.split(':', 2)[0]}:{text.split(':', 2)[1]})"
+    text = f"{type(root).__name__}: {message}{where}" if message else f"{type(root).__name__}{where}"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

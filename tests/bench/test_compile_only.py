@@ -92,6 +92,22 @@ def test_records_report_limits_compile_errors_and_spills():
     assert at_model["status"].startswith("spills at the model's shapes (12 bytes stored, 8 loaded)")
 
 
+def test_compile_errors_name_the_root_cause_and_where():
+    class Located(Exception):  # like triton's CompilationError: "at L:C:" + source, the function in .src
+        def __init__(self, text, src):
+            super().__init__(text)
+            self.src = src
+
+    root = AssertionError("Input shapes should have M >= 1, N >= 1 and K >= 16")
+    inner = Located("at 16:33:\n    scores = tl.dot(q, tl.trans(k))\n    ^", "def _forward_key_step(q, k):\n  ...")
+    inner.__cause__ = root
+    outer = Located("at 13:12:\n    _forward_query_block(q)\n    ^", "def kernel(q):\n  ...")
+    outer.__cause__ = inner
+    assert co._first_lines(outer) == ("AssertionError: Input shapes should have M >= 1, N >= 1 and K >= 16 "
+                                      "(in _forward_key_step at 16:33)")
+    assert co._first_lines(ValueError("line one\nline two")) == "ValueError: line two"
+
+
 # --- cuobjdump output -------------------------------------------------------------------------------
 
 RESOURCE_USAGE = """
