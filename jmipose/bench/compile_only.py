@@ -727,10 +727,14 @@ def run(archs: list[int], backends: tuple[str, ...] = BACKENDS, mode: str = "cov
     records: list[dict[str, Any]] = []
     versions: dict[str, Any] = {}
     if "triton" in backends:
-        import triton
-
-        versions["triton"] = triton.__version__
-        records += triton_records(archs, mode, jobs, progress=progress)
+        try:
+            import triton
+        except ImportError as exc:
+            records += [make_record("all", "triton", "kernels", "", "", "", arch, False,
+                                    error=f"triton is not importable ({exc})") for arch in archs]
+        else:
+            versions["triton"] = triton.__version__
+            records += triton_records(archs, mode, jobs, progress=progress)
     if "cuda" in backends:
         from jmipose.ops._backends import build_info
 
