@@ -3,7 +3,8 @@
 # template; keep it current).  Run from the project root: bash scripts/gpu-check.sh
 # That machine has no package registry: the install uses what its image holds (Python 3.12, torch 2.11
 # with CUDA 13, triton 3.6, torchvision 0.26, ninja, setuptools, pytest, hypothesis, pytest-benchmark).
-# Results go to $OUT, which comes back (at most 8 files).
+# Results go to $OUT, which comes back (at most 8 files: env.txt, install.log, pytest-gpu.txt, bench.log,
+# bench-gpu.{json,md,png}, predicted-vs-measured.txt).
 set -u
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python3 -c "import torch, triton; print(torch.__version__, triton.__version__)"; } > "$OUT/env.txt" 2>&1
@@ -20,3 +21,7 @@ for op in joint_region_gather joint_motion_attention model; do
 done
 jmipose bench --from-json "$OUT"/bench-gpu-*.json --json "$OUT/bench-gpu.json" --md "$OUT/bench-gpu.md" --plot "$OUT/bench-gpu.png" > /dev/null 2>> "$OUT/bench.log" && rm -f "$OUT"/bench-gpu-*.json
 tail -40 "$OUT/bench-gpu.md" 2>/dev/null || tail -20 "$OUT/bench.log"
+# Measured vs predicted (benchmarks/results/gpu-predicted: roofline bound, occupancy-limited expectation,
+# FlashAttention-2 anchor) for every measured shape of our backends and the anchored baselines.
+python3 -m jmipose.bench.gpu_predicted --compare "$OUT"/bench-gpu*.json > "$OUT/predicted-vs-measured.txt" 2>&1
+cat "$OUT/predicted-vs-measured.txt"

@@ -3,6 +3,7 @@
     jmipose bench --quick                                  # < 3 minutes on 2 CPU cores
     jmipose bench --ops A --json a.json --md a.md --plot a.png
     jmipose bench --device cuda --json gpu.json --md gpu.md --plot gpu.png
+    jmipose bench --compile-only --arch 80,90 --json aot.json --md aot.md   # no GPU needed
 
 Prints the Markdown report (targets with their status, per op a table of times and speed-ups);
 ``--json`` writes one record per measurement, ``--md`` the report, ``--plot`` the speed-up charts.
@@ -44,6 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smallest", action="store_true", default=os.environ.get(SMALLEST_ENV) == "1",
                         help=f"tiny shapes and 3 repetitions: checks the machinery, not speed "
                              f"(also {SMALLEST_ENV}=1)")
+    aot = parser.add_argument_group("ahead-of-time compilation (no GPU needed; see jmipose.bench.compile_only)")
+    aot.add_argument("--compile-only", action="store_true",
+                     help="measure nothing: compile every GPU kernel (Triton and the built CUDA library) for "
+                          "--arch and report registers, spills, shared memory, occupancy and hardware-limit "
+                          "violations (exit status 1 when any)")
+    aot.add_argument("--arch", default="80,90", help="--compile-only: compute capabilities (default 80,90)")
+    aot.add_argument("--backends", default="triton,cuda", help="--compile-only: triton, cuda or both (default)")
+    aot.add_argument("--variants", choices=("covering", "all"), default="covering",
+                     help="--compile-only: every launch configuration with every flag value compiled at least "
+                          "once (default), or every flag combination (slow)")
+    aot.add_argument("--jobs", type=int, default=None,
+                     help="--compile-only: compiler processes (default: the cores this process may use)")
 
 
 def _load(paths: list[Path]) -> tuple[list[dict], dict]:
@@ -101,6 +114,10 @@ def main(args: argparse.Namespace) -> int:
         if path is not None:
             check_output_file(path, option)  # before the measurements, not after them
 
+    if getattr(args, "compile_only", False):
+        from jmipose.bench import compile_only
+
+        return compile_only.main(args)
     if args.from_json:
         try:
             results, taken = _load(args.from_json)

@@ -380,7 +380,9 @@ def launch_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> La
     uses exact IEEE dot products (FMA, operands in registers), so its tiles are smaller.  The warp counts
     were chosen from ptxas register reports of these kernels compiled ahead of time for sm_90 and sm_80
     (no GPU needed; triton 3.9): 4 warps spilled at 255 registers in most configurations, 8 warps do not
-    (at most 32 bytes on sm_80).  On CPU tensors (the interpreter, used by tests) small tiles make small
+    (at most 32 bytes on sm_80).  ``jmipose bench --compile-only`` reports every configuration with the
+    installed triton (CI: 3.9; its slow job: 3.6, the GPU machines' version); none spills at the model's
+    shapes.  On CPU tensors (the interpreter, used by tests) small tiles make small
     shapes span several blocks.
     """
     if device.type != "cuda":
@@ -391,12 +393,71 @@ def launch_config(head_dim: int, dtype: torch.dtype, device: torch.device) -> La
             return LaunchConfig(Blocks(64, 32, 8, 2), Blocks(64, 32, 8, 2), Blocks(32, 32, 8, 2))
         return LaunchConfig(Blocks(32, 32, 8, 2), Blocks(32, 32, 8, 2), Blocks(32, 32, 8, 2))
     if padded_dim <= 64:
-        return LaunchConfig(Blocks(128, 64, 8, 3), Blocks(128, 32, 8, 3), Blocks(32, 128, 8, 3))
+        # dK/dV with two stages: with three, triton 3.6 spilled it on sm_80 (255 registers at d = 48).
+        return LaunchConfig(Blocks(128, 64, 8, 3), Blocks(128, 32, 8, 3), Blocks(32, 128, 8, 2))
     return LaunchConfig(Blocks(64, 64, 8, 2), Blocks(64, 32, 8, 2), Blocks(32, 64, 8, 2))
 
 
 # tl.dot ignores this for float16/bfloat16 inputs; for float32 it turns TF32 off (exact IEEE products).
 DOT_PRECISION = "ieee"
+
+# Head dims compiled ahead of time (the ones the op documents; any d <= 128 runs padded to the same
+# BLOCK_D); the model's attention: d = 48, bfloat16 (N only changes the grid).
+COMPILED_HEAD_DIMS = (16, 32, 48, 64, 128)
+_MODEL_HEAD_DIM, _MODEL_DTYPE = 48, torch.bfloat16
+
+
+def launch_variants() -> list[dict]:
+    """Every kernel specialisation the GPU dispatch of this module can launch, for ahead-of-time
+    compilation (``jmipose bench --compile-only``): the three kernels x the configuration
+    ``launch_config`` picks for each dtype and head dim x residual and key-mask flags.  One dict per
+    variant:
+
+    ``kernel`` (the ``triton.jit`` function), ``name``, ``dtype``, ``config`` (the tiles, as text),
+    ``constexprs`` (every compile-time argument), ``flags`` (those of them that depend on the call's
+    data rather than on the configuration), ``signature`` (the type of every other argument, as
+    ``triton.compile`` takes it), ``num_warps``, ``num_stages`` and ``model`` (whether the dispatch
+    picks it for the model's attention)."""
+    element = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
+    variants = []
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for head_dim in COMPILED_HEAD_DIMS:
+            configs = launch_config(head_dim, dtype, torch.device("cuda"))
+            kernels = [("forward", _joint_motion_attention_forward_kernel, configs.forward, True),
+                       ("backward_dq", _joint_motion_attention_backward_dq_kernel, configs.backward_dq, True),
+                       ("backward_dkdv", _joint_motion_attention_backward_dkdv_kernel, configs.backward_dkdv, False)]
+            for name, kernel, config, has_residuals in kernels:
+                residuals = [(True, True), (True, False), (False, True), (False, False)] if has_residuals else [None]
+                for res in residuals:
+                    for mask_m in (True, False):
+                        for mask_j in (True, False):
+                            flags = {"HAS_MASK_M": mask_m, "HAS_MASK_J": mask_j}
+                            if res is not None:
+                                flags.update(HAS_RES_M=res[0], HAS_RES_J=res[1])
+                            constexprs = {**flags, "BLOCK_M": config.block_m, "BLOCK_N": config.block_n,
+                                          "BLOCK_D": max(16, triton.next_power_of_2(head_dim)),
+                                          "HEAD_DIM": head_dim, "DOT_PRECISION": DOT_PRECISION,
+                                          "WHILE_LOOPS": False}
+                            signature = {}
+                            for arg in kernel.arg_names:
+                                if arg in constexprs:
+                                    continue
+                                if arg.startswith(("lse", "delta")):
+                                    signature[arg] = "*fp32"
+                                elif arg.startswith("mask"):  # bytes, or a never-read placeholder (q)
+                                    present = flags["HAS_MASK_M" if arg == "mask_m_ptr" else "HAS_MASK_J"]
+                                    signature[arg] = "*u8" if present else element[dtype]
+                                elif arg.endswith("_ptr"):
+                                    signature[arg] = element[dtype]
+                                else:
+                                    signature[arg] = "fp32" if arg in ("scale", "qk_scale_log2") else "i32"
+                            variants.append({
+                                "kernel": kernel, "name": name, "dtype": dtype,
+                                "config": f"d={head_dim} BLOCK_M={config.block_m} BLOCK_N={config.block_n}",
+                                "constexprs": constexprs, "flags": flags, "signature": signature,
+                                "num_warps": config.num_warps, "num_stages": config.num_stages,
+                                "model": head_dim == _MODEL_HEAD_DIM and dtype == _MODEL_DTYPE})
+    return variants
 
 
 def _while_loops() -> bool:

@@ -417,7 +417,8 @@ def launch_config(in_channels: int, out_channels: int, groups: int, offset_group
 
     On a GPU: 16 input channels per dot keep the four corner tiles, their addresses and a [64, 64]
     float32 accumulator in registers (compiled for sm_80 and sm_90 with triton 3.6 and 3.9: at most
-    255 registers per thread and no spills); one output block covers the model's 48 channels.  These
+    255 registers per thread and no spills at the model's shapes; ``jmipose bench --compile-only``
+    reports every configuration); one output block covers the model's 48 channels.  These
     are chosen from compile statistics, not yet from timings on a device.  The interpreter pays per
     program and per loop iteration, not per element, so it gets blocks that cover small test images
     and all channels at once."""
@@ -428,10 +429,69 @@ def launch_config(in_channels: int, out_channels: int, groups: int, offset_group
         blocks = Blocks(block_p, block_o, block_c, 4)
         return LaunchConfig(blocks, blocks, blocks)
     if dtype == torch.float32:
-        return LaunchConfig(forward=Blocks(64, block_o, 16, 8), data=Blocks(32, block_o, 16, 8),
+        # The float32 data kernel streams at most 32 output channels per dot: with 64, triton 3.6 spilled
+        # it on sm_90 at the model's 48 channels (255 registers; jmipose bench --compile-only).
+        return LaunchConfig(forward=Blocks(64, block_o, 16, 8), data=Blocks(32, min(block_o, 32), 16, 8),
                             weight=Blocks(64, block_o, 16, 8))
     return LaunchConfig(forward=Blocks(64, block_o, 16, 4), data=Blocks(64, block_o, 16, 8),
                         weight=Blocks(64, block_o, 16, 8))
+
+
+# The model's shapes (JM-Pose on HRNet-W48): 48 input and output channels, no groups, one offset group,
+# 96x72 output pixels; launch_variants marks the variants the dispatch picks there.
+_MODEL_SHAPE = {"in_channels": 48, "out_channels": 48, "groups": 1, "offset_groups": 1, "n_pixels": 96 * 72}
+
+
+def launch_variants() -> list[dict]:
+    """Every kernel specialisation the GPU dispatch of this module can launch, for ahead-of-time
+    compilation (``jmipose bench --compile-only``): each kernel x launch configuration ``launch_config``
+    can return (output-channel blocks 16/32/64 x dtype) x data-dependent flags (mask, bias, which
+    gradients, 32/64-bit indices).  One dict per variant:
+
+    ``kernel`` (the ``triton.jit`` function), ``name``, ``dtype``, ``config`` (the tiles, as text),
+    ``constexprs`` (every compile-time argument), ``flags`` (those of them that depend on the call's
+    data rather than on the configuration), ``signature`` (the type of every other argument, as
+    ``triton.compile`` takes it), ``num_warps``, ``num_stages`` (None: triton's default, as launched) and
+    ``model`` (whether the dispatch picks it at the model's shapes, 32-bit indices)."""
+    pointer = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
+    variants = []
+    for dtype in _SUPPORTED_DTYPES:
+        model_config = launch_config(**_MODEL_SHAPE, dtype=dtype)
+        configs = [launch_config(outs, outs, 1, 1, _MODEL_SHAPE["n_pixels"], dtype) for outs in (16, 32, 64)]
+        dot = {"DOT_FP32": dtype == torch.float32, "FP32_PRECISION": "tf32x3"}  # _dot_args on a GPU
+        kernels = [
+            ("forward", "forward", _joint_region_gather_forward_kernel, {}, [
+                {"HAS_MASK": mask, "HAS_BIAS": bias} for mask in (True, False) for bias in (True, False)]),
+            ("backward_data", "data", _joint_region_gather_backward_data_kernel, {}, [
+                {"HAS_MASK": mask, "NEEDS_INPUT_GRAD": needs_input, "NEEDS_OFFSET_GRAD": needs_offset,
+                 "NEEDS_MASK_GRAD": needs_mask}
+                for mask in (True, False) for needs_input in (True, False) for needs_offset in (True, False)
+                for needs_mask in ((True, False) if mask else (False,))
+                if needs_input or needs_offset or needs_mask]),
+            ("backward_weight", "weight", _joint_region_gather_backward_weight_kernel, {"partial_ptr": "*fp32"},
+             [{"HAS_MASK": mask} for mask in (True, False)]),
+        ]
+        for name, field, kernel, pointers, flag_sets in kernels:
+            # the distinct tiles of this kernel over every output-channel block (several may coincide)
+            for blocks in sorted({getattr(config, field) for config in configs}, key=lambda b: (b.o, b.p)):
+                for flag_set in flag_sets:
+                    for index_dtype in (tl.int32, tl.int64):
+                        flags = {**flag_set, "INDEX_DTYPE": index_dtype}
+                        constexprs = {**flags, **dot, "BLOCK_P": blocks.p, "BLOCK_O": blocks.o, "BLOCK_C": blocks.c}
+                        if name == "backward_data":
+                            constexprs["NEEDS_CORNERS"] = flags["NEEDS_OFFSET_GRAD"] or flags["NEEDS_MASK_GRAD"]
+                        types = dict(pointers)
+                        if flags.get("NEEDS_INPUT_GRAD"):  # float32 buffer, else a placeholder (grad_output)
+                            types["grad_x_ptr"] = "*fp32"
+                        signature = {arg: types.get(arg, pointer[dtype]) if arg.endswith("_ptr") else "i32"
+                                     for arg in kernel.arg_names if arg not in constexprs}
+                        variants.append({
+                            "kernel": kernel, "name": name, "dtype": dtype,
+                            "config": f"BLOCK_P={blocks.p} BLOCK_O={blocks.o} BLOCK_C={blocks.c}",
+                            "constexprs": constexprs, "flags": flags, "signature": signature,
+                            "num_warps": blocks.num_warps, "num_stages": None,
+                            "model": blocks == getattr(model_config, field) and index_dtype == tl.int32})
+    return variants
 
 
 @dataclass(frozen=True)
