@@ -27,7 +27,7 @@ from jmipose.engine.predict import image_id, predict_video
 from jmipose.metrics.posetrack_ap import posetrack_ap
 
 REAL_CLIP = "posetrack18/videos/000001_mpiinew_test/000001_mpiinew_test.mp4"
-SEQUENCE = "200000_synth_val"   # the quick demo's validation video
+SEQUENCE = "200000_mpii_val"   # the quick demo's validation video
 
 
 @pytest.fixture(scope="session")
@@ -219,9 +219,10 @@ def test_single_frame_baseline_checkpoint(quick_demo, shared_data):
 # ----- tracking from first-frame boxes -----
 
 def test_tracked_boxes_keep_their_ids(synthetic_mp4, checkpoint):
-    """With the confidence check off, every person given on frame 0 is followed with its id; with the
-    default check the quick checkpoint's flat heatmaps (maxima ~0.03) lose everyone after frame 0,
-    and no new id ever appears."""
+    """With the confidence check off, every person given on frame 0 is followed with its id.  With the
+    default check the quick checkpoint's flat heatmaps (maxima ~0.03) are never confident: the people
+    are kept, lost, for max_lost frames (their poses written with their low scores), then their tracks
+    end, and no new id ever appears."""
     boxes = [p["bbox"] for p in synthetic_mp4.people[0]]
     ids = list(range(len(boxes)))
     follow_all = Inferencer(checkpoint, track_threshold=0.0, joint_threshold=0.0)
@@ -229,9 +230,17 @@ def test_tracked_boxes_keep_their_ids(synthetic_mp4, checkpoint):
     assert len(keep) == 12 and all(sorted(r.track_ids.tolist()) == ids for r in keep)
     for r in keep:
         assert ((r.boxes[:, :2] >= 0) & (r.boxes[:, :2] + r.boxes[:, 2:] <= [192, 144])).all()
-    strict = list(Inferencer(checkpoint, track_threshold=0.3)(synthetic_mp4.path, boxes=boxes))
-    assert sorted(strict[0].track_ids.tolist()) == ids
-    assert all(len(r) == 0 for r in strict[1:])
+    assert all(t["lost_frames"] == 0 and t["ended"] == "video ended" for t in follow_all.track_report)
+    strict = Inferencer(checkpoint, track_threshold=0.3, max_lost=3)
+    lost = list(strict(synthetic_mp4.path, boxes=boxes))
+    assert all(sorted(r.track_ids.tolist()) == ids for r in lost[:4])     # lost on frames 0, 1, 2, 3
+    assert all(r.scores.max() < 0.3 for r in lost[:4])                     # written with their real scores
+    assert all(len(r) == 0 for r in lost[4:])
+    assert [(t["frames"], t["lost_frames"]) for t in strict.track_report] == [(4, 4)] * len(ids)
+    assert all(t["ended"].startswith("lost for 4 frames") for t in strict.track_report)
+    default = Inferencer(checkpoint)   # max_lost: one second = 25 frames > the 12 of the clip
+    assert all(sorted(r.track_ids.tolist()) == ids for r in default(synthetic_mp4.path, boxes=boxes))
+    assert [t["lost_frames"] for t in default.track_report] == [12] * len(ids)
 
 
 def test_one_euro_smoothing_is_causal_and_damps_jitter(shared_data, checkpoint):
@@ -331,5 +340,5 @@ class _NotATensor:
 
 def test_image_ids_follow_posetrack():
     assert image_id("000001_mpiinew_test", 3) == 10000010003
-    assert image_id("200000_synth_val", 15) == 12000000015
+    assert image_id("200000_mpii_val", 15) == 12000000015
     assert image_id("my_clip", 7) == 7
