@@ -233,6 +233,7 @@ class DetectionBoxes:
 
 
 LOST_BOX_RULES = ("velocity", "hold")
+CONTAINED = 0.6            # a detection matches a track whose box lies this much inside it (or vice versa)
 LOST_VELOCITY_DECAY = 0.8   # a lost track's box moves by its velocity x 0.8, 0.8**2, ...: at most 4x in total
 
 
@@ -350,10 +351,17 @@ class TrackedBoxes:
         ids = list(self.tracks)
         taken_tracks, taken_detections = set(), set()
         if len(detections) and ids:
-            iou = box_iou(detections[:, :4], np.stack([self.tracks[t].box for t in ids]))
-            for flat in np.argsort(-iou, axis=None, kind="stable"):
+            tracked = np.stack([self.tracks[t].box for t in ids])
+            iou = box_iou(detections[:, :4], tracked)
+            # a detector's box is usually looser than the keypoints' box: a track box lying mostly
+            # inside a detection (or the reverse) is the same person even at a low IoU
+            smaller = np.minimum(detections[:, 2:3] * detections[:, 3:4], (tracked[:, 2] * tracked[:, 3])[None])
+            union = (detections[:, 2:3] * detections[:, 3:4]) + (tracked[:, 2] * tracked[:, 3])[None]
+            inside = iou * union / (1 + iou) / np.maximum(smaller, 1e-9)   # intersection / smaller area
+            match = (iou >= self.match_iou) | (inside >= CONTAINED)
+            for flat in np.argsort(-np.where(match, iou + 1, iou), axis=None, kind="stable"):
                 i, j = np.unravel_index(flat, iou.shape)
-                if iou[i, j] < self.match_iou:
+                if not match[i, j]:
                     break
                 if i in taken_detections or ids[j] in taken_tracks:
                     continue

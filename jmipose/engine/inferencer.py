@@ -223,6 +223,7 @@ class Inferencer:
         model = build_model(ModelConfig(variant="baseline", backbone=name, num_joints=public.num_joints,
                                         use_kernels=use_kernels))
         self.weights = load_public_hrnet(model.backbone, public)
+        self.weights.model_name = name
         size = None
         if isinstance(weights, (str, os.PathLike)):
             size = input_size_from_name(weights)

@@ -494,7 +494,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     weights = summary["weights"]
     if weights is not None:
-        print(f"weights: {weights.source}, {weights.scheme} layout, HRNet-W{weights.width}"
+        layout = "tiny HRNet" if weights.model_name == "tiny" else f"HRNet-W{weights.width}"
+        print(f"weights: {weights.source}, {weights.scheme} layout, {layout}"
               + (f"; {len(weights.unused)} keys of the whole-model checkpoint not used (its temporal head): "
                  f"{', '.join(weights.unused[:5])}{', ...' if len(weights.unused) > 5 else ''}"
                  if weights.unused else ""))

@@ -65,6 +65,7 @@ class HRNetCheckpoint:
     unused: list[str] = field(default_factory=list)       # whole-model keys that are not the HRNet
     source: str = "HRNet weights"      # the file (for messages)
     head_prefix: str = ""              # where final_layer.* is in the file (mmpose: "head.", ...)
+    model_name: str | None = None      # the HRNET_SPECS layout it was found to be, once known
 
     def file_name(self, key: str) -> str:
         """The name our key ``key`` has (or would have) in the file."""
@@ -123,7 +124,7 @@ def read_tensor_file(path: str | os.PathLike, what: str = "HRNet weights") -> An
                                    f"it)") from None
         raise WeightsFileError(f"{what}: {path} ({size} bytes) is truncated or corrupt: torch.load could not "
                                f"read its {kind} data ({first})") from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError) as error:
+    except Exception as error:  # noqa: BLE001 - zip, struct, EOF, storage errors: all a damaged file
         text = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise WeightsFileError(f"{what}: {path} ({size} bytes) is truncated or corrupt: torch.load could not "
                                f"read its {kind} data ({text}); download it again") from None
