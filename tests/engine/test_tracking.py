@@ -59,7 +59,8 @@ class FigurePose(nn.Module):
         gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
                                 indexing="ij")
         peak = torch.where(seen, torch.tensor(SEEN), torch.tensor(UNSEEN))[:, None, None, None]
-        heatmaps = peak * torch.exp(-((gx - px[..., None, None]) ** 2 + (gy - py[..., None, None]) ** 2) / (2 * 1.0 ** 2))
+        distance = (gx - px[..., None, None]) ** 2 + (gy - py[..., None, None]) ** 2
+        heatmaps = peak * torch.exp(-distance / 2)
         return heatmaps, [None] * 4
 
     def forward_head(self, heatmaps, features):
