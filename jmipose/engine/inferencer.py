@@ -126,7 +126,7 @@ class Inferencer:
             its recent velocity, slowing down) or ``"hold"`` (its last confident box).
     """
 
-    def __init__(self, checkpoint, device=None, backend=None, batch_size: int = 16, smoothing=None, *,
+    def __init__(self, checkpoint=None, device=None, backend=None, batch_size: int = 16, smoothing=None, *,
                  flip_test: bool = False, input_size=None, backbone_weights=None, reuse_features: bool = True,
                  crop_hold_iou: float = 0.85, track_threshold: float = 0.3,
                  joint_threshold: float = JOINT_THRESHOLD, oks_nms: float | None = 0.9,
@@ -183,6 +183,9 @@ class Inferencer:
         record_size = None
         if checkpoint is None and backbone_weights is not None:
             return self._load_public(backbone_weights, use_kernels)
+        if checkpoint is None:
+            raise TypeError("Inferencer needs a checkpoint (<name> of <name>.json + .safetensors, or a model) or "
+                            "backbone_weights (a public pose-HRNet checkpoint), or both")
         if isinstance(checkpoint, nn.Module):
             model = checkpoint
             if hasattr(model, "config") and model.config.use_kernels != use_kernels:

@@ -31,6 +31,7 @@ their own message.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -219,17 +220,29 @@ def read_hrnet_checkpoint(source, what: str | None = None) -> HRNetCheckpoint:
     return split_hrnet_state_dict(_state_dict_of(content, what), what)
 
 
+@functools.lru_cache(maxsize=8)
+def _shapes(name: str, num_joints: int) -> dict[str, tuple[int, ...]]:
+    """Every tensor shape of HRNET_SPECS[name] (built on the meta device: no memory, no init cost)."""
+    from jmipose.models.hrnet import HRNET_SPECS, PoseHighResolutionNet
+
+    with torch.device("meta"):
+        model = PoseHighResolutionNet(HRNET_SPECS[name], num_joints)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
 def infer_hrnet_name(checkpoint: HRNetCheckpoint) -> str:
     """Which of ``jmipose.models.hrnet.HRNET_SPECS`` (``w32``, ``w48``, ``tiny``) the tensors' shapes
     are; ``WeightsFileError`` naming the first differing tensor when none is."""
-    from jmipose.models.hrnet import HRNET_SPECS, PoseHighResolutionNet
+    from jmipose.models.hrnet import HRNET_SPECS
 
+    got = {k: tuple(v.shape) for k, v in checkpoint.state_dict.items() if not k.endswith("num_batches_tracked")}
+    stem = got.get("conv1.weight", (0,))[0]
+    # the widths and the stem tell the layouts apart: compare the full shapes of the likely ones first
+    names = sorted(HRNET_SPECS, key=lambda n: (HRNET_SPECS[n].width != checkpoint.width,
+                                                HRNET_SPECS[n].stem_channels != stem))
     closest = None
-    for name, spec in HRNET_SPECS.items():
-        with torch.device("meta"):
-            expected = PoseHighResolutionNet(spec, checkpoint.num_joints).state_dict()
-        wanted = {k: tuple(v.shape) for k, v in expected.items() if not k.endswith("num_batches_tracked")}
-        got = {k: tuple(v.shape) for k, v in checkpoint.state_dict.items() if not k.endswith("num_batches_tracked")}
+    for name in names:
+        wanted = _shapes(name, checkpoint.num_joints)
         if wanted == got:
             return name
         differing = sorted(set(wanted) ^ set(got)) or [k for k in wanted if wanted[k] != got[k]]
@@ -238,7 +251,7 @@ def infer_hrnet_name(checkpoint: HRNetCheckpoint) -> str:
     name, count, first = closest
     raise WeightsFileError(f"{checkpoint.source}: not a pose HRNet layout jmipose builds (W32, W48, tiny): "
                            f"closest is {name.upper()} with {count} differing tensors, e.g. "
-                           f"{checkpoint.names.get(first, first)}")
+                           f"{checkpoint.file_name(first)}")
 
 
 def input_size_from_name(path: str | os.PathLike) -> tuple[int, int] | None:

@@ -456,8 +456,10 @@ def test_backbone_weights_alone_run_the_single_frame_hrnet(quick_demo, public_we
     for a, b in zip(public(shared_data / REAL_CLIP), baseline(shared_data / REAL_CLIP)):
         np.testing.assert_array_equal(a.keypoints, b.keypoints)
         np.testing.assert_array_equal(a.scores, b.scores)
-    sized = Inferencer(None, backbone_weights=public_weights, input_size=(96, 128))
+    sized = jmipose.Inferencer(backbone_weights=public_weights, input_size=(96, 128))
     assert sized.input_size == (96, 128)
+    with pytest.raises(TypeError, match="needs a checkpoint .* or backbone_weights"):
+        jmipose.Inferencer()
 
 
 def test_cli_backbone_weights_with_the_hog_detector_on_the_real_clip(public_weights, shared_data, tmp_path, capsys):
