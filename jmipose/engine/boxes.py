@@ -1,15 +1,17 @@
-"""Where the people are in each frame of a video, for top-down pose estimation without a detector.
+"""Where the people are in each frame of a video, for top-down pose estimation.
 
 Three sources, all giving ``(x, y, w, h)`` boxes in image pixels and stable track ids:
 
 - ``DetectionBoxes``: a COCO-style detections JSON (a list of ``{"image_id" or "frame_index",
   "bbox", "score"}``, or a dict whose ``"annotations"`` holds that list).  Track ids come from a
   greedy IoU match of each frame's boxes with the previous frame's.
-- ``TrackedBoxes``: boxes given for the first frame only; afterwards each person's box is the
-  extent of the previous frame's confident keypoints enlarged 1.3x (PoseTrack's rule for the ground
-  truth boxes), the standard top-down tracking loop.  A person whose pose is no longer confident
-  (too few joints above ``joint_threshold``, or a person score below ``track_threshold``) is lost
-  and dropped.
+- ``TrackedBoxes``: boxes given for the first frame and/or found by a person detector every N frames
+  (``HOGPeopleDetector``: OpenCV's built-in HOG people detector), linked to tracks by overlap;
+  afterwards each person's box is the extent of the previous frame's confident keypoints enlarged
+  1.3x (PoseTrack's rule for the ground truth boxes), the standard top-down tracking loop.  A person
+  whose pose is not confident (too few joints above ``joint_threshold``, or a person score below
+  ``track_threshold``) is lost but kept, from its last confident box (held or moved on with its
+  velocity), for up to ``max_lost`` frames; ``report()`` says why each track ended.
 - ``WholeFrameBoxes``: the whole frame as one person box.
 
 Frame numbers of a detections file: ``frame_index`` (or ``frame``) when an entry has it, else its

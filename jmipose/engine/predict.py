@@ -1,14 +1,20 @@
-"""jmipose predict: poses on a video (or a folder of frames) with a checkpoint.
+"""jmipose predict: poses on a video (or a folder of frames) with a checkpoint or public HRNet weights.
 
     jmipose predict clip.mp4 --checkpoint runs/posetrack18/checkpoints/best --out predictions
+    jmipose predict clip.mp4 --backbone-weights pose_hrnet_w32_256x192.pth --detector hog
 
-Writes ``OUT/<name>.mp4`` (skeletons, boxes and track ids drawn on the frames) and ``OUT/<name>.json``
+Writes ``OUT/<name>.mp4`` (skeletons, boxes and track ids drawn on the frames), ``OUT/<name>.json``
 (PoseTrack18 style: ``images``, ``annotations`` with keypoints, per-joint scores and track ids,
-``categories``), and prints frames per second.  Person boxes: ``--detections`` (COCO-style JSON),
-``--box x,y,w,h`` (one per person, first frame, then tracked from the keypoints) or, by default,
-the whole frame.  Image ids follow PoseTrack18 (``1`` + six sequence digits + four frame digits)
-when the name starts with a sequence number (``000001_mpiinew_test``), so that ``jmipose eval-ap``
-matches the file to its ground truth; otherwise they are the frame numbers.
+``categories``) and ``OUT/<name>.jsonl`` (one line per frame, flushed as each frame is done, so a
+killed run resumes with ``--resume``), and prints frames per second and, for tracked people, how
+many frames each track was lost and why it ended.  The model: a jmipose checkpoint (``--checkpoint``),
+or a public pose-HRNet checkpoint alone (``--backbone-weights``: the single-frame HRNet), or both
+(the public HRNet in the checkpoint's backbone).  Person boxes: ``--detections`` (COCO-style JSON),
+``--box x,y,w,h`` (one per person, first frame, then tracked from the keypoints), ``--detector hog``
+(every ``--detect-every`` frames, linked to tracks) or, by default, the whole frame.  Image ids follow
+PoseTrack18 (``1`` + six sequence digits + four frame digits) when the name starts with a sequence
+number (``000001_mpiinew_test``), so that ``jmipose eval-ap`` matches the file to its ground truth;
+otherwise they are the frame numbers.
 """
 
 from __future__ import annotations
