@@ -124,7 +124,7 @@ def _r(value, digits=2):
     return round(float(value), digits)
 
 
-# poseval (the official PoseTrack evaluator) parses a sequence's name as <6-digit id>_<source>_<split>
+# poseval (the PoseTrack benchmark's evaluator) parses a sequence's name as <6-digit id>_<source>_<split>
 # and knows the sources mpii, bonn and mpiinew (image ids 1, 2, 3 x 10**10 + id x 10**4 + frame); any
 # other name fails its converter.  The synthetic videos take "mpii", whose ids (10**10 + ...) they
 # already use; the sequence JSON's "info" says they are synthetic.

@@ -109,7 +109,7 @@ class Inferencer:
         flip_test: average with the heatmaps of the mirrored crops (twice the work).
         input_size: model input (width, height); default: the checkpoint's data config, else 288x384.
         backbone_weights: a public pose-HRNet checkpoint (``.pth`` read with ``weights_only=True``,
-            or ``.safetensors``; official pose-HRNet, mmpose 1.x/0.x or a whole-model checkpoint such as
+            or ``.safetensors``; the pose-HRNet layout, mmpose 1.x/0.x or a whole-model checkpoint such as
             DCPose's, see ``jmipose.models.weights``) loaded strictly into the backbone after the
             checkpoint; without a checkpoint it is the whole model (width and joints from its tensor
             shapes, input size from its file name, else 256x192 for W32 and 384x288 for W48).

@@ -437,7 +437,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default) or held where it was")
     parser.add_argument("--out", default="predict_out", help="output folder (default: predict_out)")
     parser.add_argument("--backbone-weights", default=None,
-                        help="a public pose-HRNet checkpoint (official .pth, mmpose 1.x/0.x, DCPose-style "
+                        help="a public pose-HRNet checkpoint (pose-HRNet .pth, mmpose 1.x/0.x, DCPose-style "
                              "whole model, or .safetensors): alone, the single-frame HRNet; with "
                              "--checkpoint, loaded into its backbone")
     parser.add_argument("--input-size", type=_input_size, default=None, metavar="HxW",

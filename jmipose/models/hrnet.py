@@ -306,7 +306,7 @@ def load_hrnet_weights(model: PoseHighResolutionNet,
 
     ``source``: a state dict (or a checkpoint dict holding one), a ``.safetensors`` file, or a ``.pth``
     file (read with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain
-    containers).  Official pose-HRNet, mmpose 1.x / 0.x top-down and whole-model (DCPose-style)
+    containers).  The pose-HRNet, mmpose 1.x / 0.x top-down and whole-model (DCPose-style)
     layouts are recognised, see ``jmipose.models.weights``; use ``load_public_hrnet`` to learn which
     one and which keys of a whole-model file were left unused.  BatchNorm ``num_batches_tracked``
     counters, absent from old checkpoints, may be missing; they are then left as they are.

@@ -436,7 +436,7 @@ def test_resume_refuses_other_settings(synthetic_mp4, checkpoint, tmp_path):
 
 @pytest.fixture(scope="module")
 def public_weights(quick_demo, tmp_path_factory) -> Path:
-    """The quick demo's single-frame HRNet saved as a public pose-HRNet file (official layout, with the
+    """The quick demo's single-frame HRNet saved as a public pose-HRNet file (that layout, with the
     input size in its name as the public files have it)."""
     from jmipose.checkpoint import load_checkpoint
 
