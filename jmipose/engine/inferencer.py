@@ -57,6 +57,9 @@ class FrameResult:
     track_ids: np.ndarray                     # [P] int64
     detections: np.ndarray | None = None      # [D, 5] x, y, w, h, score when a detector ran on this frame
     raw_keypoints: np.ndarray | None = None   # [P, 17, 2] before smoothing (None without smoothing)
+    # what ``jmipose predict --resume`` needs to compute the following frames exactly as an unbroken
+    # run: the last frame of the model call that made this result, and the crops computed alone
+    resume_info: dict | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.track_ids)
@@ -300,17 +303,35 @@ class Inferencer:
                     if key not in cache:
                         pending.setdefault(key, (image, person.matrix))
         keys = list(pending)
+        # Resumed runs: crops the interrupted run computed before the resume point are computed again
+        # the way it did: alone when it computed them alone, else in a batch of at least two (a
+        # batch of one takes other kernels, which round differently); the rest as an unbroken run would.
+        earlier = [k for k in keys if k in self._replayed_keys]
+        if earlier:
+            keys = [k for k in keys if k not in self._replayed_keys]
+            together = [k for k in earlier if k not in self._solo_keys]
+            for key in [k for k in earlier if k in self._solo_keys]:
+                self._compute(cache, pending, [key], flip)
+            for start in range(0, len(together), self.batch_size):
+                self._compute(cache, pending, together[start:start + self.batch_size], flip, at_least=2)
         for start in range(0, len(keys), self.batch_size):
             chunk = keys[start:start + self.batch_size]
-            crops = torch.stack([self._crop_tensor(*pending[k]) for k in chunk])
-            if flip:
-                crops = crops.flip(-1)
-            heatmaps, features = self._backbone(crops)
-            for i, key in enumerate(chunk):
-                cache[key] = (heatmaps[i], [None if f is None else f[i] for f in features])
+            self._compute(cache, pending, chunk, flip)
+            if len(chunk) == 1:
+                self._solo_owner.append(chunk[0])
         windows = [[cache[(index, person.crop_box.tobytes(), flip)] for index in job.window.indices]
                    for job in jobs for person in job.people]
         return windows
+
+    def _compute(self, cache: dict, pending: dict, chunk: list, flip: bool, at_least: int = 1) -> None:
+        crops = torch.stack([self._crop_tensor(*pending[k]) for k in chunk])
+        if flip:
+            crops = crops.flip(-1)
+        padded = crops if len(chunk) >= at_least else torch.cat([crops] * at_least)[:at_least]
+        heatmaps, features = self._backbone(padded)
+        self.backbone_passes -= len(padded) - len(chunk)
+        for i, key in enumerate(chunk):
+            cache[key] = (heatmaps[i], [None if f is None else f[i] for f in features])
 
     def _heatmaps(self, jobs: list[_Job], cache: dict, flip: bool) -> torch.Tensor:
         """Final heatmaps [N, K, h, w] of every (job, person), in job then person order."""
@@ -422,6 +443,7 @@ class Inferencer:
 
         smoother = TrackSmoother(fps) if self.smoothing == "one_euro" else None
         behind = max([-o for o in self.offsets if o < 0], default=0)
+        self._replayed_keys, self._solo_keys, self._solo_owner = set(), set(), []
         source, cache, held, jobs = None, {}, {}, []
         try:
             for window in sliding_windows(frames, self.offsets):
@@ -439,6 +461,7 @@ class Inferencer:
                     del held[gone]
                 detected = source.detected.get(window.index) if source.detected is not None else None
                 if done is not None:   # resumed: this frame's result is known; replay it
+                    self._note_replayed(window, people, done)
                     yield self._replayed(done, window, smoother, source)
                     continue
                 jobs.append(_Job(window, people, detected))
@@ -457,11 +480,23 @@ class Inferencer:
                 self.detector_seconds = getattr(source, "detector_seconds", 0.0)
                 self.detector_runs = getattr(source, "detector_runs", 0)
 
+    def _note_replayed(self, window: FrameWindow, people: list[_Person], done: FrameResult) -> None:
+        """The crops the interrupted run computed for this frame, and which of them it computed alone."""
+        boxes = {p.person.track_id: p.crop_box.tobytes() for p in people}
+        flips = (False, True) if self.flip_test else (False,)
+        for person in people:
+            for index in window.indices:
+                for flip in flips:
+                    self._replayed_keys.add((index, boxes[person.person.track_id], flip))
+        for index, track_id, flip in (done.resume_info or {}).get("solo", []):
+            if int(track_id) in boxes:
+                self._solo_keys.add((int(index), boxes[int(track_id)], bool(flip)))
+
     def _replayed(self, done: FrameResult, window: FrameWindow, smoother, source) -> FrameResult:
         """A recorded result, fed to the smoother and the tracker as if it had just been estimated."""
         result = FrameResult(window.index, window.key_frame, done.boxes, done.keypoints, done.scores,
                              done.person_scores, done.box_scores, done.track_ids, done.detections,
-                             done.raw_keypoints)
+                             done.raw_keypoints, done.resume_info)
         if smoother is not None and len(result):
             if result.raw_keypoints is None:
                 raise ValueError(f"resume: frame {window.index}'s record has no raw keypoints, which smoothing "
@@ -471,11 +506,24 @@ class Inferencer:
         return result
 
     def _flush(self, jobs, cache, source, smoother, behind) -> Iterator[FrameResult]:
+        self._solo_owner = []
         estimates = self._estimate(jobs, cache)
         next_key = jobs[-1].window.index + 1
+        # which job's crops were computed alone (a resumed run computes them alone again)
+        solo: dict[int, list] = {}
+        solo_keys = set(self._solo_owner)
+        for job in jobs:
+            for person in job.people:
+                for index in job.window.indices:
+                    for flip in (False, True):
+                        key = (index, person.crop_box.tobytes(), flip)
+                        if key in solo_keys:
+                            solo.setdefault(job.window.index, []).append([index, person.person.track_id, flip])
+                            solo_keys.discard(key)
         for key in [k for k in cache if k[0] < next_key - behind]:
             del cache[key]
         for job, (keypoints, scores) in zip(jobs, estimates):
             result = self._result(job, keypoints, scores, smoother)
+            result.resume_info = {"flush_end": jobs[-1].window.index, "solo": solo.get(job.window.index, [])}
             source.update(job.window.index, result)
             yield result

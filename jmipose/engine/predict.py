@@ -118,7 +118,8 @@ def result_record(result) -> dict:
             "boxes": _array(result.boxes), "keypoints": _array(result.keypoints), "scores": _array(result.scores),
             "person_scores": _array(result.person_scores), "box_scores": _array(result.box_scores),
             "detections": None if result.detections is None else _array(result.detections),
-            "raw_keypoints": None if result.raw_keypoints is None else _array(result.raw_keypoints)}
+            "raw_keypoints": None if result.raw_keypoints is None else _array(result.raw_keypoints),
+            "resume": result.resume_info}
 
 
 def record_result(record: dict):
@@ -138,20 +139,21 @@ def record_result(record: dict):
         optional["detections"] = optional["detections"].reshape(-1, 5)
     return FrameResult(int(record["frame"]), None, arr("boxes", 4), arr("keypoints", 17, 2), arr("scores", 17),
                        arr("person_scores"), arr("box_scores"), np.asarray(record["track_ids"], dtype=np.int64),
-                       optional["detections"], optional["raw_keypoints"])
+                       optional["detections"], optional["raw_keypoints"], record.get("resume"))
 
 
 def read_stream(path: Path) -> tuple[dict, list[dict], bool, int]:
     """(header, frame records, finished, byte length of the complete lines) of a result stream; a
     torn last line (a run killed while writing it) is left out."""
     data = path.read_bytes()
-    lines, good = [], 0
+    lines, ends, good = [], [], 0
     for line in data.split(b"\n")[:-1]:        # the part after the last newline is torn
         try:
             lines.append(json.loads(line))
         except (json.JSONDecodeError, UnicodeDecodeError):
             break
         good += len(line) + 1
+        ends.append(good)
     if not lines or not isinstance(lines[0], dict) or lines[0].get("format") != STREAM_FORMAT:
         raise ValueError(f"resume: {path} is not a jmipose predict stream (its first line is not a "
                          f"{STREAM_FORMAT} header)")
@@ -163,6 +165,11 @@ def read_stream(path: Path) -> tuple[dict, list[dict], bool, int]:
         if not isinstance(line, dict) or line.get("frame") != len(records):
             raise ValueError(f"resume: {path} line {number} is not the record of frame {len(records)}")
         records.append(line)
+    if not finished:
+        # frames of a model call that was cut short are estimated again (together, as they were)
+        while records and (records[-1].get("resume") or {}).get("flush_end", records[-1]["frame"]) >= len(records):
+            records.pop()
+        good = ends[len(records)]    # the end of the header's line, then of each kept record's
     return header, records, finished, good
 
 
@@ -252,7 +259,8 @@ def _settings(video, checkpoint, backbone_weights, inferencer, detections, boxes
             "detection_threshold": float(detection_threshold), "max_lost": inferencer.max_lost,
             "lost_box": inferencer.lost_box, "track_threshold": inferencer.track_threshold,
             "joint_threshold": inferencer.joint_threshold, "oks_nms": inferencer.oks_nms,
-            "crop_hold_iou": inferencer.crop_hold_iou, "backend": inferencer.backend}
+            "crop_hold_iou": inferencer.crop_hold_iou, "backend": inferencer.backend,
+            "batch_size": inferencer.batch_size, "reuse_features": inferencer.reuse_features}
 
 
 def predict_video(video, checkpoint=None, out="predict_out", *, detections=None, boxes=None, detector=None,

@@ -422,13 +422,17 @@ def test_a_killed_run_resumes_to_the_files_of_an_uninterrupted_run(long_mp4, che
 
 
 def test_resume_refuses_other_settings(synthetic_mp4, checkpoint, tmp_path):
-    predict_video(synthetic_mp4.path, checkpoint, tmp_path, progress=False, write_video=False)
+    """Two frames per model call (batch_size=2): a stream cut after 5 frames resumes from frame 4 (frame
+    4's model call was cut short: it is made again, whole), and only with the same settings."""
+    options = dict(progress=False, write_video=False, batch_size=2)
+    predict_video(synthetic_mp4.path, checkpoint, tmp_path, **options)
     stream = tmp_path / "walk.jsonl"
-    stream.write_text("\n".join(stream.read_text().splitlines()[:5]) + "\n")   # as if killed after 4 frames
+    stream.write_text("\n".join(stream.read_text().splitlines()[:6]) + "\n")   # as if killed after 5 frames
     with pytest.raises(ValueError, match=r"resume: .*walk.jsonl was written with other settings \(flip_test"):
-        predict_video(synthetic_mp4.path, checkpoint, tmp_path, progress=False, flip_test=True, resume=True)
-    summary = predict_video(synthetic_mp4.path, checkpoint, tmp_path, progress=False, resume=True,
-                            write_video=False)
+        predict_video(synthetic_mp4.path, checkpoint, tmp_path, flip_test=True, resume=True, **options)
+    with pytest.raises(ValueError, match=r"other settings \(batch_size: was 2, now 16"):
+        predict_video(synthetic_mp4.path, checkpoint, tmp_path, progress=False, resume=True)
+    summary = predict_video(synthetic_mp4.path, checkpoint, tmp_path, resume=True, **options)
     assert summary["resumed_from"] == 4 and summary["estimated"] == 8 and summary["frames"] == 12
 
 
