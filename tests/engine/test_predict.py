@@ -383,7 +383,8 @@ def test_a_killed_run_resumes_to_the_files_of_an_uninterrupted_run(long_mp4, che
         args += [a for box in boxes for a in ("--box", box)]
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     stream = killed / "long.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "jmipose", *args, "--out", str(killed)],
+    # cwd: away from a source checkout, whose un-built jmipose/ folder would shadow the installed package
+    process = subprocess.Popen([sys.executable, "-m", "jmipose", *args, "--out", str(killed)], cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
