@@ -3,6 +3,11 @@
 Write to a temporary file in the same folder, flush and fsync it, rename it over the target (atomic
 on POSIX), then fsync the folder so the rename itself survives a power cut.
 
+Permissions: the new file gets the mode a plain ``open(path, "w")`` would give it: 0666 less the
+process umask for a new file (the kernel applies the umask: the temporary file is created with
+``os.open(..., 0o666)``, not ``tempfile.mkstemp``'s private 0600), and the old file's permission bits
+when it replaces one, so a team's shared run folder stays readable to the team.
+
 Also: output paths checked before the work (:func:`check_output_dir`, :func:`check_output_file`) and a
 lock that keeps two runs out of one output folder (:class:`RunLock`).
 """
@@ -12,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,12 +37,30 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new, empty temporary file beside ``path``, created 0666 & ~umask (as open() creates files)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file beside {path}: 100 names taken")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        previous = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        previous = None
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
+            if previous is not None:   # as open(path, "w") on an existing file: its mode stays
+                os.fchmod(f.fileno(), previous)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

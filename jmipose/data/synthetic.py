@@ -45,7 +45,8 @@ __all__ = ["make_synthetic_posetrack", "synthetic_video", "render_contact_sheet"
            "write_frame_subset", "SyntheticPoseTrack", "SyntheticSplit", "SyntheticVideo", "CATEGORY"]
 
 # Bumped whenever the generator's output changes, so a dataset cached by an older version is rebuilt.
-FORMAT_VERSION = 2
+# 3: sequences named <id>_mpii_<split> (poseval's pattern) with an "info" block saying "synthetic".
+FORMAT_VERSION = 3
 SPLITS = ("train", "val")
 _SPLIT_BASE = {"train": 100000, "val": 200000}     # video ids: train 100000.., val 200000..
 CATEGORY = {
@@ -123,6 +124,18 @@ def _r(value, digits=2):
     return round(float(value), digits)
 
 
+# poseval (the PoseTrack benchmark's evaluator) parses a sequence's name as <6-digit id>_<source>_<split>
+# and knows the sources mpii, bonn and mpiinew (image ids 1, 2, 3 x 10**10 + id x 10**4 + frame); any
+# other name fails its converter.  The synthetic videos take "mpii", whose ids (10**10 + ...) they
+# already use; the sequence JSON's "info" says they are synthetic.
+SEQUENCE_SOURCE = "mpii"
+
+
+def sequence_name(vid_id: str, split: str) -> str:
+    """The PoseTrack-style name of synthetic video ``vid_id`` (six digits) of ``split``."""
+    return f"{vid_id}_{SEQUENCE_SOURCE}_{split}"
+
+
 def _sequence_json(split, seq, vid_id, frames, size, regions, records, label_every):
     width, height = size
     images, annotations = [], []
@@ -150,7 +163,9 @@ def _sequence_json(split, seq, vid_id, frames, size, regions, records, label_eve
                 "scores": [], "category_id": 1, "id": image_id * 100 + k, "iscrowd": False,
                 "num_keypoints": int(sum(1 for v in person.keypoints[:, 2] if v > 0)),
             })
-    return {"categories": [CATEGORY], "images": images, "annotations": annotations}
+    info = {"description": f"jmipose synthetic video {seq} (rendered figures, not PoseTrack footage)",
+            "synthetic": True, "generator": "jmipose.data.synthetic", "version": FORMAT_VERSION}
+    return {"info": info, "categories": [CATEGORY], "images": images, "annotations": annotations}
 
 
 def _degradation_json(record):
@@ -171,7 +186,7 @@ def _render_video(job):
     """Render one video to disk (images, masks); return its JSON pieces. Runs in a worker."""
     root, split, index, frames, size, people, hard_fraction, label_every, quality, seed = job
     vid_id = f"{_SPLIT_BASE[split] + index:06d}"
-    seq = f"{vid_id}_synth_{split}"
+    seq = sequence_name(vid_id, split)
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     scene = plan_scene(rng, size[0], size[1], frames, people, hard_fraction)
     image_dir, mask_dir = root / "images" / split / seq, root / "mask" / split / seq

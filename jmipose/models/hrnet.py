@@ -293,50 +293,46 @@ def build_hrnet(name: str, num_joints: int = 17) -> PoseHighResolutionNet:
 def unwrap_state_dict(checkpoint: Any) -> dict[str, Tensor]:
     """The tensors of a public checkpoint: a plain state dict or one under ``state_dict`` (or
     ``model``), with any ``module.`` prefix (DataParallel/DDP) removed."""
-    state = checkpoint
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
-            state = state[wrapper]
-            break
-    if not isinstance(state, dict):
-        raise TypeError(f"HRNet weights: expected a state dict (a dict of tensors), "
-                        f"got {type(state).__name__}")
-    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    from jmipose.models.weights import _state_dict_of
+
+    return _state_dict_of(checkpoint, "HRNet weights")
 
 
 def load_hrnet_weights(model: PoseHighResolutionNet,
                        source: str | Path | dict[str, Any]) -> PoseHighResolutionNet:
     """Loads public pose-HRNet weights strictly (every key, every shape), else raises
-    ``jmipose.checkpoint.StateDictMismatchError`` naming missing/unexpected keys and shape mismatches.
+    ``jmipose.checkpoint.StateDictMismatchError`` naming missing/unexpected keys and shape mismatches
+    (with the names the file uses).
 
     ``source``: a state dict (or a checkpoint dict holding one), a ``.safetensors`` file, or a ``.pth``
     file (read with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain
-    containers).  BatchNorm ``num_batches_tracked`` counters, absent from old checkpoints, may be
-    missing; they are then left as they are.
+    containers).  The pose-HRNet, mmpose 1.x / 0.x top-down and whole-model (DCPose-style)
+    layouts are recognised, see ``jmipose.models.weights``; use ``load_public_hrnet`` to learn which
+    one and which keys of a whole-model file were left unused.  BatchNorm ``num_batches_tracked``
+    counters, absent from old checkpoints, may be missing; they are then left as they are.
     """
-    from jmipose.checkpoint import load_state_dict_strict
-
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"HRNet weights: no such file {path}")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            source = load_file(str(path))
-        else:
-            import pickle
-
-            try:  # weights_only: only tensors and plain containers; any other object is refused
-                source = torch.load(str(path), map_location="cpu", weights_only=True)
-            except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-                # torch's own message is several paragraphs long and suggests unpickling anyway
-                raise ValueError(f"HRNet weights: {path} is not a plain tensor file (it was not unpickled: "
-                                 f"it would need unpickling arbitrary objects, which jmipose never does; "
-                                 f"save a plain state dict or safetensors instead; "
-                                 f"torch.load(weights_only=True) raised {type(error).__name__})") from error
-    state = unwrap_state_dict(source)
-    load_state_dict_strict(model, state, optional_suffixes=("num_batches_tracked",), what="HRNet weights")
+    load_public_hrnet(model, source)
     return model
+
+
+def load_public_hrnet(model: PoseHighResolutionNet, source):
+    """``load_hrnet_weights`` returning the ``jmipose.models.weights.HRNetCheckpoint`` it read
+    (scheme, prefix, the unused keys of a whole-model checkpoint)."""
+    from jmipose.checkpoint import StateDictMismatchError, load_state_dict_strict
+    from jmipose.models.weights import read_hrnet_checkpoint
+
+    checkpoint = read_hrnet_checkpoint(source)
+    try:
+        load_state_dict_strict(model, checkpoint.state_dict, optional_suffixes=("num_batches_tracked",),
+                               what=checkpoint.source)
+    except StateDictMismatchError as error:
+        named = checkpoint.file_name
+        what = checkpoint.source
+        if checkpoint.width != model.width:
+            what += (f" (an HRNet-W{checkpoint.width}: its heatmap layer reads {checkpoint.width} channels; "
+                     f"the model is HRNet-W{model.width})")
+        elif checkpoint.num_joints != model.num_joints:
+            what += f" ({checkpoint.num_joints} joints; the model has {model.num_joints})"
+        raise StateDictMismatchError(what, [named(k) for k in error.missing], [named(k) for k in error.unexpected],
+                                     [(named(k), got, want) for k, got, want in error.mismatched]) from None
+    return checkpoint

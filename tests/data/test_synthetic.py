@@ -65,7 +65,8 @@ def test_schema_matches_real_posetrack18(dataset, shared_data):
     assert list(real) == ["categories", "images", "annotations"]
     count = 0
     for _, _, data in _all_splits(dataset):
-        assert list(data) == list(real)
+        assert list(data) == ["info", *real]     # plus a COCO "info" block saying it is synthetic
+        assert data["info"]["synthetic"] is True and "synthetic" in data["info"]["description"]
         assert data["categories"] == real["categories"] == [CATEGORY]
         for image in data["images"]:
             assert list(image) == list(real_image)
@@ -107,6 +108,27 @@ def test_ids_and_boxes_follow_posetrack_rules(dataset, shared_data):
     _check_posetrack_ids_and_boxes(json.loads((shared_data / REAL_SEQUENCE).read_text()))
     for _, _, data in _all_splits(dataset):
         _check_posetrack_ids_and_boxes(data)
+
+
+# poseval's converter (posetrack18_fname2id) splits a sequence folder's name at "_": an integer video
+# number, then a source it knows, each source being the leading digit of the image ids.
+POSEVAL_SOURCES = {"mpii": 1, "bonn": 2, "mpiinew": 3}
+POSEVAL_NAME = r"^(\d{6})_(mpii|bonn|mpiinew)_(train|val|test)$"
+
+
+def test_sequence_names_pass_posevals_converter(dataset, shared_data):
+    import re
+
+    real = json.loads((shared_data / REAL_SEQUENCE).read_text())
+    assert re.match(POSEVAL_NAME, Path(REAL_SEQUENCE).stem)          # the pattern admits the real name
+    names = [seq for _, seq, _ in _all_splits(dataset)]
+    assert names and all(re.match(POSEVAL_NAME, seq) for seq in names)
+    for data in [real] + [data for _, _, data in _all_splits(dataset)]:
+        for image in data["images"]:
+            folder = Path(image["file_name"]).parent.name             # what poseval reads the name from
+            number, source, _ = re.match(POSEVAL_NAME, folder).groups()
+            frame = int(Path(image["file_name"]).stem)
+            assert image["id"] == POSEVAL_SOURCES[source] * 10**10 + int(number) * 10**4 + frame
 
 
 def test_layout_files_and_keypoints(dataset):

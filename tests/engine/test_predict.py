@@ -27,7 +27,7 @@ from jmipose.engine.predict import image_id, predict_video
 from jmipose.metrics.posetrack_ap import posetrack_ap
 
 REAL_CLIP = "posetrack18/videos/000001_mpiinew_test/000001_mpiinew_test.mp4"
-SEQUENCE = "200000_synth_val"   # the quick demo's validation video
+SEQUENCE = "200000_mpii_val"   # the quick demo's validation video
 
 
 @pytest.fixture(scope="session")
@@ -219,9 +219,10 @@ def test_single_frame_baseline_checkpoint(quick_demo, shared_data):
 # ----- tracking from first-frame boxes -----
 
 def test_tracked_boxes_keep_their_ids(synthetic_mp4, checkpoint):
-    """With the confidence check off, every person given on frame 0 is followed with its id; with the
-    default check the quick checkpoint's flat heatmaps (maxima ~0.03) lose everyone after frame 0,
-    and no new id ever appears."""
+    """With the confidence check off, every person given on frame 0 is followed with its id.  With the
+    default check the quick checkpoint's flat heatmaps (maxima ~0.03) are never confident: the people
+    are kept, lost, for max_lost frames (their poses written with their low scores), then their tracks
+    end, and no new id ever appears."""
     boxes = [p["bbox"] for p in synthetic_mp4.people[0]]
     ids = list(range(len(boxes)))
     follow_all = Inferencer(checkpoint, track_threshold=0.0, joint_threshold=0.0)
@@ -229,9 +230,17 @@ def test_tracked_boxes_keep_their_ids(synthetic_mp4, checkpoint):
     assert len(keep) == 12 and all(sorted(r.track_ids.tolist()) == ids for r in keep)
     for r in keep:
         assert ((r.boxes[:, :2] >= 0) & (r.boxes[:, :2] + r.boxes[:, 2:] <= [192, 144])).all()
-    strict = list(Inferencer(checkpoint, track_threshold=0.3)(synthetic_mp4.path, boxes=boxes))
-    assert sorted(strict[0].track_ids.tolist()) == ids
-    assert all(len(r) == 0 for r in strict[1:])
+    assert all(t["lost_frames"] == 0 and t["ended"] == "video ended" for t in follow_all.track_report)
+    strict = Inferencer(checkpoint, track_threshold=0.3, max_lost=3)
+    lost = list(strict(synthetic_mp4.path, boxes=boxes))
+    assert all(sorted(r.track_ids.tolist()) == ids for r in lost[:4])     # lost on frames 0, 1, 2, 3
+    assert all(r.scores.max() < 0.3 for r in lost[:4])                     # written with their real scores
+    assert all(len(r) == 0 for r in lost[4:])
+    assert [(t["frames"], t["lost_frames"]) for t in strict.track_report] == [(4, 4)] * len(ids)
+    assert all(t["ended"].startswith("lost for 4 frames") for t in strict.track_report)
+    default = Inferencer(checkpoint)   # max_lost: one second = 25 frames > the 12 of the clip
+    assert all(sorted(r.track_ids.tolist()) == ids for r in default(synthetic_mp4.path, boxes=boxes))
+    assert [t["lost_frames"] for t in default.track_report] == [12] * len(ids)
 
 
 def test_one_euro_smoothing_is_causal_and_damps_jitter(shared_data, checkpoint):
@@ -331,5 +340,153 @@ class _NotATensor:
 
 def test_image_ids_follow_posetrack():
     assert image_id("000001_mpiinew_test", 3) == 10000010003
-    assert image_id("200000_synth_val", 15) == 12000000015
+    assert image_id("200000_mpii_val", 15) == 12000000015
     assert image_id("my_clip", 7) == 7
+
+
+# ----- streaming results, a killed run, --resume -----
+
+def _decoded(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def long_mp4(tmp_path_factory):
+    from jmipose.data.synthetic import synthetic_video
+
+    return synthetic_video(tmp_path_factory.mktemp("long") / "long.mp4", frames=90, size=(192, 144), seed=7,
+                           people=2, hard_fraction=0.0)
+
+
+@pytest.mark.parametrize("mode", ["box", "whole-frame"])
+def test_a_killed_run_resumes_to_the_files_of_an_uninterrupted_run(long_mp4, checkpoint, tmp_path, mode):
+    """kill -9 mid-video: the stream holds every finished frame, the video so far is readable in closed
+    one-second pieces; --resume then writes the same final files as a run that was never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    boxes = [f"{x:.1f},{y:.1f},{w:.1f},{h:.1f}" for x, y, w, h in (p["bbox"] for p in long_mp4.people[0])]
+    args = ["predict", str(long_mp4.path), "--checkpoint", str(checkpoint), "--no-progress", "--threads", "1",
+            "--batch-size", "4"]
+    if mode == "box":
+        args += [a for box in boxes for a in ("--box", box)]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    stream = killed / "long.jsonl"
+    # cwd: away from a source checkout, whose un-built jmipose/ folder would shadow the installed package
+    process = subprocess.Popen([sys.executable, "-m", "jmipose", *args, "--out", str(killed)], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            if stream.exists() and stream.read_bytes().count(b"\n") >= 1 + 40:   # header + 40 frames
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()!r}"
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.stderr.close()
+    # what a killed run leaves: every finished frame in the stream, no final files, readable pieces
+    lines = stream.read_bytes().split(b"\n")
+    records = [json.loads(line) for line in lines[1:-1]]
+    assert len(records) >= 40 and [r["frame"] for r in records] == list(range(len(records)))
+    assert not (killed / "long.json").exists() and not (killed / "long.mp4").exists()
+    pieces = sorted((killed / "long.partial").glob("*.mp4"))
+    closed = [p for p in pieces if not p.name.endswith(".part.mp4")]
+    assert closed and sum(len(_decoded(p)) for p in closed) == 25 * len(closed) >= 25
+    # resume, and an uninterrupted run to compare with
+    assert cli([*args, "--out", str(killed), "--resume"]) == 0
+    assert cli([*args, "--out", str(whole)]) == 0
+    resumed, reference = (json.loads((d / "long.json").read_text()) for d in (killed, whole))
+    assert len(resumed["images"]) == 90 and resumed == reference
+    assert (killed / "long.jsonl").read_text() == (whole / "long.jsonl").read_text()
+    a, b = _decoded(killed / "long.mp4"), _decoded(whole / "long.mp4")
+    assert len(a) == len(b) == 90 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not (killed / "long.partial").exists()
+    # without --resume an interrupted stream is not overwritten
+    (whole / "long.jsonl").write_text((killed / "long.jsonl").read_text().rsplit("\n", 2)[0] + "\n")
+    with pytest.raises(ValueError, match="holds an interrupted run .* pass --resume"):
+        predict_video(long_mp4.path, checkpoint, whole, progress=False)
+
+
+def test_resume_refuses_other_settings(synthetic_mp4, checkpoint, tmp_path):
+    """Two frames per model call (batch_size=2): a stream cut after 5 frames resumes from frame 4 (frame
+    4's model call was cut short: it is made again, whole), and only with the same settings."""
+    options = dict(progress=False, write_video=False, batch_size=2)
+    predict_video(synthetic_mp4.path, checkpoint, tmp_path, **options)
+    stream = tmp_path / "walk.jsonl"
+    stream.write_text("\n".join(stream.read_text().splitlines()[:6]) + "\n")   # as if killed after 5 frames
+    with pytest.raises(ValueError, match=r"resume: .*walk.jsonl was written with other settings \(flip_test"):
+        predict_video(synthetic_mp4.path, checkpoint, tmp_path, flip_test=True, resume=True, **options)
+    with pytest.raises(ValueError, match=r"other settings \(batch_size: was 2, now 16"):
+        predict_video(synthetic_mp4.path, checkpoint, tmp_path, progress=False, resume=True)
+    summary = predict_video(synthetic_mp4.path, checkpoint, tmp_path, resume=True, **options)
+    assert summary["resumed_from"] == 4 and summary["estimated"] == 8 and summary["frames"] == 12
+
+
+# ----- a public pose-HRNet checkpoint alone -----
+
+@pytest.fixture(scope="module")
+def public_weights(quick_demo, tmp_path_factory) -> Path:
+    """The quick demo's single-frame HRNet saved as a public pose-HRNet file (that layout, with the
+    input size in its name as the public files have it)."""
+    from jmipose.checkpoint import load_checkpoint
+
+    baseline = quick_demo / "baseline" / "checkpoints" / "last"
+    width, height = json.loads(baseline.with_suffix(".json").read_text())["config"]["data"]["image_size"]
+    state = {k[len("backbone."):]: v for k, v in load_checkpoint(baseline).state_dict.items()
+             if k.startswith("backbone.")}
+    path = tmp_path_factory.mktemp("public") / f"pose_hrnet_tiny_{height}x{width}.pth"
+    torch.save({"state_dict": state}, path)
+    return path
+
+
+def test_backbone_weights_alone_run_the_single_frame_hrnet(quick_demo, public_weights, shared_data):
+    public = Inferencer(None, backbone_weights=public_weights)
+    baseline = Inferencer(quick_demo / "baseline" / "checkpoints" / "last")
+    assert public.input_size == baseline.input_size and public.offsets == () and public.weights.scheme == "pose-hrnet"
+    for a, b in zip(public(shared_data / REAL_CLIP), baseline(shared_data / REAL_CLIP)):
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    sized = jmipose.Inferencer(backbone_weights=public_weights, input_size=(96, 128))
+    assert sized.input_size == (96, 128)
+    with pytest.raises(TypeError, match="needs a checkpoint .* or backbone_weights"):
+        jmipose.Inferencer()
+
+
+def test_cli_backbone_weights_with_the_hog_detector_on_the_real_clip(public_weights, shared_data, tmp_path, capsys):
+    assert cli(["predict", str(shared_data / REAL_CLIP), "--backbone-weights", str(public_weights), "--detector",
+                "hog", "--detect-every", "2", "--out", str(tmp_path), "--no-progress", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "pose-hrnet layout, tiny HRNet" in printed and "5 frames" in printed
+    assert "detector: 3 runs" in printed and "ms per frame" in printed
+    assert "track 0 (detector)" in printed and "ended:" in printed
+    data = json.loads((tmp_path / "000001_mpiinew_test.json").read_text())
+    people = [[a for a in data["annotations"] if a["image_id"] == im["id"]] for im in data["images"]]
+    assert len(people) == 5 and all(len(p) >= 1 for p in people)        # somebody in every frame
+    assert {a["track_id"] for a in people[0]} <= {a["track_id"] for a in people[4]}   # the same ids all along
+    assert _frame_count(tmp_path / "000001_mpiinew_test.mp4") == 5
+
+
+def test_cli_needs_a_checkpoint_or_weights(shared_data, tmp_path, capsys):
+    assert cli(["predict", str(shared_data / REAL_CLIP), "--out", str(tmp_path)]) == 2
+    assert "give --checkpoint" in capsys.readouterr().err
+    assert cli(["predict", str(shared_data / REAL_CLIP), "--backbone-weights", str(tmp_path / "none.pth"), "--out",
+                str(tmp_path)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli(["predict", "x.mp4", "--backbone-weights", "w.pth", "--input-size", "250x190"])
+    assert "multiples of 32" in capsys.readouterr().err
