@@ -46,8 +46,6 @@ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2h
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
-inline unsigned int ceil_div(long long a, long long b) { return static_cast<unsigned int>((a + b - 1) / b); }
-
 }  // namespace jmipose
 
 // Dispatches the body (which uses `scalar_t`) over the ABI dtype code; unsupported dtypes fail.

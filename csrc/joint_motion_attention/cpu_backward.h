@@ -37,44 +37,44 @@ void pack_key_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int
       buf.values_t[t * kWidth + j] = v[j * d + t];
     }
   for (int64_t j = 0; j < kWidth; ++j)
-    buf.key_bias[j] = j < nk && (mask == nullptr || !mask[j]) ? T(0) : softmax::negative_infinity<T>();
+    buf.key_bias[j] = j < nk && (mask == nullptr || !mask[j]) ? T(0) : attention::negative_infinity<T>();
 }
 
 // probs and score_grads of queries [q0, q0 + nq) against the packed key block.
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void pair_score_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t q0, int64_t nq, T scale,
                       const BackwardBuffers<T>& buf) {
   constexpr int64_t kWidth = kBackwardKeys;
   const int64_t d = shape.d, row = bh * dir.n_q + q0;
-  Blocks::template gemm<T, false>(nq, kWidth, d, dir.q + row * d, d, buf.keys_t, kWidth, buf.probs, kWidth, false);
-  Blocks::template gemm<T, false>(nq, kWidth, d, dir.grad_out + row * d, d, buf.values_t, kWidth, buf.score_grads,
+  Kernels::template gemm<T, false>(nq, kWidth, d, dir.q + row * d, d, buf.keys_t, kWidth, kGemmCols<T>, buf.probs, kWidth, false);
+  Kernels::template gemm<T, false>(nq, kWidth, d, dir.grad_out + row * d, d, buf.values_t, kWidth, kGemmCols<T>, buf.score_grads,
                                   kWidth, false);
-  Blocks::probabilities_and_score_grads(buf.probs, buf.score_grads, nq, kWidth, buf.key_bias, dir.lse + row,
+  Kernels::probabilities_and_score_grads(buf.probs, buf.score_grads, nq, kWidth, buf.key_bias, dir.lse + row,
                                         dir.delta + row, scale);
 }
 
 // dV += P^T dO and dK += dS^T Q for the key block [k0, k0 + nk) from queries [q0, q0 + nq).
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void accumulate_key_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, int64_t nk,
                           int64_t q0, int64_t nq, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, q_row = bh * dir.n_q + q0, k_row = bh * dir.n_k + k0;
-  Blocks::template gemm<T, true>(nk, d, nq, buf.probs, kBackwardKeys, dir.grad_out + q_row * d, d,
+  Kernels::template gemm<T, true>(nk, d, nq, buf.probs, kBackwardKeys, dir.grad_out + q_row * d, d, kGemmCols<T>,
                                  dir.grad_v + k_row * d, d, true);
-  Blocks::template gemm<T, true>(nk, d, nq, buf.score_grads, kBackwardKeys, dir.q + q_row * d, d,
+  Kernels::template gemm<T, true>(nk, d, nq, buf.score_grads, kBackwardKeys, dir.q + q_row * d, d, kGemmCols<T>,
                                  dir.grad_k + k_row * d, d, true);
 }
 
 // dQ += dS K for the queries [q0, q0 + nq) from the key block [k0, k0 + nk).
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void accumulate_query_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, int64_t nk,
                             int64_t q0, int64_t nq, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, q_row = bh * dir.n_q + q0, k_row = bh * dir.n_k + k0;
-  Blocks::template gemm<T, false>(nq, d, nk, buf.score_grads, kBackwardKeys, dir.k + k_row * d, d,
+  Kernels::template gemm<T, false>(nq, d, nk, buf.score_grads, kBackwardKeys, dir.k + k_row * d, d, kGemmCols<T>,
                                   dir.grad_q + q_row * d, d, true);
 }
 
 // One task does everything of one (direction, head): gradient rows owned by this task only.
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void backward_head(const Direction<T>& dir, const Shape& shape, int64_t bh, T scale, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d;
   zero(dir.grad_q + bh * dir.n_q * d, dir.n_q * d);
@@ -85,14 +85,14 @@ void backward_head(const Direction<T>& dir, const Shape& shape, int64_t bh, T sc
     pack_key_block(dir, shape, bh, k0, nk, scale, buf);
     for (int64_t q0 = 0; q0 < dir.n_q; q0 += kBackwardQueries) {
       const int64_t nq = std::min(kBackwardQueries, dir.n_q - q0);
-      pair_score_grads<T, Blocks>(dir, shape, bh, q0, nq, scale, buf);
-      accumulate_key_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
-      accumulate_query_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
+      pair_score_grads<T, Kernels>(dir, shape, bh, q0, nq, scale, buf);
+      accumulate_key_grads<T, Kernels>(dir, shape, bh, k0, nk, q0, nq, buf);
+      accumulate_query_grads<T, Kernels>(dir, shape, bh, k0, nk, q0, nq, buf);
     }
   }
 }
 
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void backward_key_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, T scale,
                         const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, nk = std::min(kBackwardKeys, dir.n_k - k0), k_row = bh * dir.n_k + k0;
@@ -101,12 +101,12 @@ void backward_key_block(const Direction<T>& dir, const Shape& shape, int64_t bh,
   pack_key_block(dir, shape, bh, k0, nk, scale, buf);
   for (int64_t q0 = 0; q0 < dir.n_q; q0 += kBackwardQueries) {
     const int64_t nq = std::min(kBackwardQueries, dir.n_q - q0);
-    pair_score_grads<T, Blocks>(dir, shape, bh, q0, nq, scale, buf);
-    accumulate_key_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
+    pair_score_grads<T, Kernels>(dir, shape, bh, q0, nq, scale, buf);
+    accumulate_key_grads<T, Kernels>(dir, shape, bh, k0, nk, q0, nq, buf);
   }
 }
 
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void backward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t q0, T scale,
                           const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, nq = std::min(kBackwardQueries, dir.n_q - q0);
@@ -114,8 +114,8 @@ void backward_query_block(const Direction<T>& dir, const Shape& shape, int64_t b
   for (int64_t k0 = 0; k0 < dir.n_k; k0 += kBackwardKeys) {
     const int64_t nk = std::min(kBackwardKeys, dir.n_k - k0);
     pack_key_block(dir, shape, bh, k0, nk, scale, buf);
-    pair_score_grads<T, Blocks>(dir, shape, bh, q0, nq, scale, buf);
-    accumulate_query_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
+    pair_score_grads<T, Kernels>(dir, shape, bh, q0, nq, scale, buf);
+    accumulate_query_grads<T, Kernels>(dir, shape, bh, k0, nk, q0, nq, buf);
   }
 }
 
@@ -139,7 +139,7 @@ void compute_delta(const Direction<T> (&dirs)[2], const Shape& shape, T* delta0,
 }
 
 // Schedule: (side, head) tasks when they keep >= 3/4 of the threads busy, else the two-pass split.
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void backward(Direction<T> (&dirs)[2], const Shape& shape, T scale) {
   const int64_t heads_total = shape.batch * shape.heads;
   Scratch<T> delta(heads_total * (dirs[0].n_q + dirs[1].n_q));
@@ -172,11 +172,11 @@ void backward(Direction<T> (&dirs)[2], const Shape& shape, T scale) {
         const int64_t local = side == 0 ? task : task - tasks0, per_head = side == 0 ? per_head0 : per_head1;
         const int64_t bh = local / per_head, block = local % per_head;
         if (by_head)
-          backward_head<T, Blocks>(dirs[side], shape, bh, scale, buf);
+          backward_head<T, Kernels>(dirs[side], shape, bh, scale, buf);
         else if (phase == 0)
-          backward_key_block<T, Blocks>(dirs[side], shape, bh, block * kBackwardKeys, scale, buf);
+          backward_key_block<T, Kernels>(dirs[side], shape, bh, block * kBackwardKeys, scale, buf);
         else
-          backward_query_block<T, Blocks>(dirs[side], shape, bh, block * kBackwardQueries, scale, buf);
+          backward_query_block<T, Kernels>(dirs[side], shape, bh, block * kBackwardQueries, scale, buf);
       }
     }
   }
