@@ -43,7 +43,9 @@ inline int check_non_negative(const char* where, std::initializer_list<Size> siz
     if (size.value >= 0) continue;
     if (sizes.size() == 1) return fail("%s: %s must be >= 0, got %lld", where, size.name, (long long)size.value);
     std::string listed;
-    for (const Size& s : sizes) listed += std::string(listed.empty() ? "" : " ") + s.name + "=" + std::to_string(s.value);
+    for (const Size& s : sizes) {
+      listed += std::string(listed.empty() ? "" : " ") + s.name + "=" + std::to_string(s.value);
+    }
     return fail("%s: sizes must be >= 0, got %s", where, listed.c_str());
   }
   return 0;

@@ -1,7 +1,8 @@
 // Compiles an op's CPU kernel header twice (see common/cpu_isa.h): into
 // JMIPOSE_CPU_KERNELS_NAMESPACE::(anonymous)::avx2 under `#pragma GCC target("avx2,fma")` (x86-64 GCC
 // only) and into ...::portable for the baseline, each preceded by the SIMD wrapper and the GEMM, and
-// defines with_cpu_kernels(body) in JMIPOSE_CPU_KERNELS_NAMESPACE::(anonymous).
+// defines with_cpu_kernels(body) and dispatch_cpu(dtype, where, body) in
+// JMIPOSE_CPU_KERNELS_NAMESPACE::(anonymous).
 //
 // Include it once per translation unit, at namespace scope, after defining
 //   JMIPOSE_CPU_KERNELS_NAMESPACE  the op's namespace, e.g. jmipose::jrg (its names are visible to the kernels)
@@ -12,6 +13,7 @@
 #error "define JMIPOSE_CPU_KERNELS_NAMESPACE and JMIPOSE_CPU_KERNELS_HEADER before including common/cpu_isa_kernels.h"
 #endif
 
+#include "common/abi_check.h"
 #include "common/cpu_isa.h"
 
 // 32-byte vectors are passed and returned only between always-inline helpers, so GCC's note that such
@@ -48,6 +50,15 @@ decltype(auto) with_cpu_kernels(Body&& body) {
   if (::jmipose::cpu::has_avx2_fma()) return body(avx2::Kernels{});
 #endif
   return body(portable::Kernels{});
+}
+
+// body(T{}, kernels): T the C++ type of a CPU dtype code (float or double; any other code fails, see
+// common/abi_check.h), kernels as for with_cpu_kernels.
+template <typename Body>
+int dispatch_cpu(int32_t dtype, const char* where, Body&& body) {
+  return ::jmipose::abi::dispatch_cpu_dtype(dtype, where, [&](auto zero) {
+    return with_cpu_kernels([&](auto kernels) { return body(zero, kernels); });
+  });
 }
 
 }  // namespace

@@ -62,6 +62,7 @@ constexpr int64_t kForwardQueries = 64;
 constexpr int64_t kForwardKeys = 96;
 constexpr int64_t kBackwardQueries = 64;
 constexpr int64_t kBackwardKeys = 64;
+constexpr int64_t kMaxHeadDim = int64_t(1) << 20;  // a sanity bound: any head dim is padded to the GEMM tile
 
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
@@ -239,70 +240,64 @@ void forward(const Direction<T> (&dirs)[2], const Shape& shape, T scale) {
 // C ABI entry points
 
 // The CPU's checks before any pointer is read: dtype, sizes (head dims up to 2^20), a finite scale.
-int check_cpu_arguments(const char* where, int64_t batch, int64_t heads, int64_t n_m, int64_t n_j, int64_t head_dim,
-                        double scale, int32_t dtype) {
+int check_cpu_arguments(const char* where, const Sizes& s, double scale, int32_t dtype) {
   if (int status = abi::check_cpu_dtype(dtype, where)) return status;
-  if (int status = check_sizes(where, batch, heads, n_m, n_j, head_dim, int64_t(1) << 20)) return status;
+  if (int status = check_sizes(where, s, kMaxHeadDim)) return status;
   if (!std::isfinite(scale)) return fail("%s: scale must be finite, got %g", where, scale);
   return 0;
 }
 
-template <typename T>
-int forward_typed(const void* q_m, const void* k_m, const void* v_m, const void* q_j, const void* k_j,
-                  const void* v_j, const void* res_m, const void* res_j, const uint8_t* mask_m,
-                  const uint8_t* mask_j, void* out_m, void* out_j, void* lse_m, void* lse_j, int64_t batch,
-                  int64_t heads, int64_t n_m, int64_t n_j, int64_t d, double scale) {
-  const int64_t d_pad = round_up(d, kGemmCols<T>), rows_m = batch * heads * n_m, rows_j = batch * heads * n_j;
-  const PaddedRows<T> q_m_rows(q_m, rows_m, d, d_pad, true), k_m_rows(k_m, rows_m, d, d_pad, true),
-      v_m_rows(v_m, rows_m, d, d_pad, true), q_j_rows(q_j, rows_j, d, d_pad, true),
-      k_j_rows(k_j, rows_j, d, d_pad, true), v_j_rows(v_j, rows_j, d, d_pad, true),
-      res_m_rows(res_m, rows_m, d, d_pad, true), res_j_rows(res_j, rows_j, d, d_pad, true),
-      out_m_rows(out_m, rows_m, d, d_pad, false), out_j_rows(out_j, rows_j, d, d_pad, false);
+template <typename T, typename Kernels>
+int forward_typed(const ForwardTensors& t, const Sizes& s, double scale) {
+  const int64_t d = s.head_dim, d_pad = round_up(d, kGemmCols<T>);
+  const int64_t rows_m = s.batch * s.heads * s.n_m, rows_j = s.batch * s.heads * s.n_j;
+  const PaddedRows<T> q_m_rows(t.q_m, rows_m, d, d_pad, true), k_m_rows(t.k_m, rows_m, d, d_pad, true),
+      v_m_rows(t.v_m, rows_m, d, d_pad, true), q_j_rows(t.q_j, rows_j, d, d_pad, true),
+      k_j_rows(t.k_j, rows_j, d, d_pad, true), v_j_rows(t.v_j, rows_j, d, d_pad, true),
+      res_m_rows(t.res_m, rows_m, d, d_pad, true), res_j_rows(t.res_j, rows_j, d, d_pad, true),
+      out_m_rows(t.out_m, rows_m, d, d_pad, false), out_j_rows(t.out_j, rows_j, d, d_pad, false);
   Direction<T> dirs[2];
   dirs[0].q = q_m_rows.get(), dirs[0].k = k_j_rows.get(), dirs[0].v = v_j_rows.get(), dirs[0].res = res_m_rows.get();
-  dirs[0].key_mask = mask_j, dirs[0].out = out_m_rows.get(), dirs[0].lse = static_cast<T*>(lse_m);
-  dirs[0].n_q = n_m, dirs[0].n_k = n_j;
+  dirs[0].key_mask = t.mask_j, dirs[0].out = out_m_rows.get(), dirs[0].lse = static_cast<T*>(t.lse_m);
+  dirs[0].n_q = s.n_m, dirs[0].n_k = s.n_j;
   dirs[1].q = q_j_rows.get(), dirs[1].k = k_m_rows.get(), dirs[1].v = v_m_rows.get(), dirs[1].res = res_j_rows.get();
-  dirs[1].key_mask = mask_m, dirs[1].out = out_j_rows.get(), dirs[1].lse = static_cast<T*>(lse_j);
-  dirs[1].n_q = n_j, dirs[1].n_k = n_m;
-  const Shape shape{batch, heads, d_pad};
-  with_cpu_kernels([&](auto kernels) { forward<T, decltype(kernels)>(dirs, shape, static_cast<T>(scale)); });
+  dirs[1].key_mask = t.mask_m, dirs[1].out = out_j_rows.get(), dirs[1].lse = static_cast<T*>(t.lse_j);
+  dirs[1].n_q = s.n_j, dirs[1].n_k = s.n_m;
+  const Shape shape{s.batch, s.heads, d_pad};
+  forward<T, Kernels>(dirs, shape, static_cast<T>(scale));
   out_m_rows.finish();
   out_j_rows.finish();
   return 0;
 }
 
-template <typename T>
-int backward_typed(const void* grad_out_m, const void* grad_out_j, const void* q_m, const void* k_m, const void* v_m,
-                   const void* q_j, const void* k_j, const void* v_j, const void* out_m, const void* out_j,
-                   const void* res_m, const void* res_j, const uint8_t* mask_m, const uint8_t* mask_j,
-                   const void* lse_m, const void* lse_j, void* grad_q_m, void* grad_k_m, void* grad_v_m,
-                   void* grad_q_j, void* grad_k_j, void* grad_v_j, int64_t batch, int64_t heads, int64_t n_m,
-                   int64_t n_j, int64_t d, double scale) {
-  const int64_t d_pad = round_up(d, kGemmCols<T>), rows_m = batch * heads * n_m, rows_j = batch * heads * n_j;
-  const PaddedRows<T> g_m_rows(grad_out_m, rows_m, d, d_pad, true), g_j_rows(grad_out_j, rows_j, d, d_pad, true),
-      q_m_rows(q_m, rows_m, d, d_pad, true), k_m_rows(k_m, rows_m, d, d_pad, true),
-      v_m_rows(v_m, rows_m, d, d_pad, true), q_j_rows(q_j, rows_j, d, d_pad, true),
-      k_j_rows(k_j, rows_j, d, d_pad, true), v_j_rows(v_j, rows_j, d, d_pad, true),
-      out_m_rows(out_m, rows_m, d, d_pad, true), out_j_rows(out_j, rows_j, d, d_pad, true),
-      res_m_rows(res_m, rows_m, d, d_pad, true), res_j_rows(res_j, rows_j, d, d_pad, true),
-      dq_m_rows(grad_q_m, rows_m, d, d_pad, false), dk_m_rows(grad_k_m, rows_m, d, d_pad, false),
-      dv_m_rows(grad_v_m, rows_m, d, d_pad, false), dq_j_rows(grad_q_j, rows_j, d, d_pad, false),
-      dk_j_rows(grad_k_j, rows_j, d, d_pad, false), dv_j_rows(grad_v_j, rows_j, d, d_pad, false);
+template <typename T, typename Kernels>
+int backward_typed(const BackwardTensors& t, const Sizes& s, double scale) {
+  const int64_t d = s.head_dim, d_pad = round_up(d, kGemmCols<T>);
+  const int64_t rows_m = s.batch * s.heads * s.n_m, rows_j = s.batch * s.heads * s.n_j;
+  const PaddedRows<T> g_m_rows(t.grad_out_m, rows_m, d, d_pad, true),
+      g_j_rows(t.grad_out_j, rows_j, d, d_pad, true), q_m_rows(t.q_m, rows_m, d, d_pad, true),
+      k_m_rows(t.k_m, rows_m, d, d_pad, true), v_m_rows(t.v_m, rows_m, d, d_pad, true),
+      q_j_rows(t.q_j, rows_j, d, d_pad, true), k_j_rows(t.k_j, rows_j, d, d_pad, true),
+      v_j_rows(t.v_j, rows_j, d, d_pad, true), out_m_rows(t.out_m, rows_m, d, d_pad, true),
+      out_j_rows(t.out_j, rows_j, d, d_pad, true), res_m_rows(t.res_m, rows_m, d, d_pad, true),
+      res_j_rows(t.res_j, rows_j, d, d_pad, true), dq_m_rows(t.grad_q_m, rows_m, d, d_pad, false),
+      dk_m_rows(t.grad_k_m, rows_m, d, d_pad, false), dv_m_rows(t.grad_v_m, rows_m, d, d_pad, false),
+      dq_j_rows(t.grad_q_j, rows_j, d, d_pad, false), dk_j_rows(t.grad_k_j, rows_j, d, d_pad, false),
+      dv_j_rows(t.grad_v_j, rows_j, d, d_pad, false);
   Direction<T> dirs[2];
   // Side 0: motion queries against joint keys; its dK/dV are the joint tokens' gradients.
   dirs[0].q = q_m_rows.get(), dirs[0].k = k_j_rows.get(), dirs[0].v = v_j_rows.get(), dirs[0].res = res_m_rows.get();
-  dirs[0].key_mask = mask_j, dirs[0].out = out_m_rows.get(), dirs[0].grad_out = g_m_rows.get();
-  dirs[0].lse = static_cast<T*>(const_cast<void*>(lse_m));
+  dirs[0].key_mask = t.mask_j, dirs[0].out = out_m_rows.get(), dirs[0].grad_out = g_m_rows.get();
+  dirs[0].lse = static_cast<T*>(const_cast<void*>(t.lse_m));
   dirs[0].grad_q = dq_m_rows.get(), dirs[0].grad_k = dk_j_rows.get(), dirs[0].grad_v = dv_j_rows.get();
-  dirs[0].n_q = n_m, dirs[0].n_k = n_j;
+  dirs[0].n_q = s.n_m, dirs[0].n_k = s.n_j;
   dirs[1].q = q_j_rows.get(), dirs[1].k = k_m_rows.get(), dirs[1].v = v_m_rows.get(), dirs[1].res = res_j_rows.get();
-  dirs[1].key_mask = mask_m, dirs[1].out = out_j_rows.get(), dirs[1].grad_out = g_j_rows.get();
-  dirs[1].lse = static_cast<T*>(const_cast<void*>(lse_j));
+  dirs[1].key_mask = t.mask_m, dirs[1].out = out_j_rows.get(), dirs[1].grad_out = g_j_rows.get();
+  dirs[1].lse = static_cast<T*>(const_cast<void*>(t.lse_j));
   dirs[1].grad_q = dq_j_rows.get(), dirs[1].grad_k = dk_m_rows.get(), dirs[1].grad_v = dv_m_rows.get();
-  dirs[1].n_q = n_j, dirs[1].n_k = n_m;
-  const Shape shape{batch, heads, d_pad};
-  with_cpu_kernels([&](auto kernels) { backward<T, decltype(kernels)>(dirs, shape, static_cast<T>(scale)); });
+  dirs[1].n_q = s.n_j, dirs[1].n_k = s.n_m;
+  const Shape shape{s.batch, s.heads, d_pad};
+  backward<T, Kernels>(dirs, shape, static_cast<T>(scale));
   for (const PaddedRows<T>* grad : {&dq_m_rows, &dk_m_rows, &dv_m_rows, &dq_j_rows, &dk_j_rows, &dv_j_rows})
     grad->finish();
   return 0;
@@ -320,17 +315,12 @@ JMIPOSE_API int jmipose_joint_motion_attention_forward_cpu(
   constexpr const char* kWhere = "joint_motion_attention forward (cpp)";
   return jmipose::guarded(kWhere, [&]() -> int {
     namespace attention = jmipose::attention;
-    if (int status = attention::check_cpu_arguments(kWhere, batch, heads, n_m, n_j, head_dim, scale, dtype)) {
-      return status;
-    }
-    if (int status = attention::check_forward_pointers(kWhere, batch, heads, n_m, n_j, q_m, k_m, v_m, q_j, k_j, v_j,
-                                                       out_m, out_j, lse_m, lse_j)) {
-      return status;
-    }
-    return jmipose::abi::dispatch_cpu_dtype(dtype, kWhere, [&](auto zero) {
-      return attention::forward_typed<decltype(zero)>(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j,
-                                                      out_m, out_j, lse_m, lse_j, batch, heads, n_m, n_j, head_dim,
-                                                      scale);
+    const attention::Sizes sizes = JMA_SIZES;
+    const attention::ForwardTensors tensors = JMA_FORWARD_TENSORS;
+    if (int status = attention::check_cpu_arguments(kWhere, sizes, scale, dtype)) return status;
+    if (int status = attention::check_pointers(kWhere, sizes, tensors)) return status;
+    return attention::dispatch_cpu(dtype, kWhere, [&](auto zero, auto kernels) {
+      return attention::forward_typed<decltype(zero), decltype(kernels)>(tensors, sizes, scale);
     });
   });
 }
@@ -344,18 +334,12 @@ JMIPOSE_API int jmipose_joint_motion_attention_backward_cpu(
   constexpr const char* kWhere = "joint_motion_attention backward (cpp)";
   return jmipose::guarded(kWhere, [&]() -> int {
     namespace attention = jmipose::attention;
-    if (int status = attention::check_cpu_arguments(kWhere, batch, heads, n_m, n_j, head_dim, scale, dtype)) {
-      return status;
-    }
-    if (int status = attention::check_backward_pointers(kWhere, batch, heads, n_m, n_j, grad_out_m, grad_out_j, q_m,
-                                                        k_m, v_m, q_j, k_j, v_j, out_m, out_j, lse_m, lse_j, grad_q_m,
-                                                        grad_k_m, grad_v_m, grad_q_j, grad_k_j, grad_v_j)) {
-      return status;
-    }
-    return jmipose::abi::dispatch_cpu_dtype(dtype, kWhere, [&](auto zero) {
-      return attention::backward_typed<decltype(zero)>(
-          grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j, mask_m, mask_j, lse_m,
-          lse_j, grad_q_m, grad_k_m, grad_v_m, grad_q_j, grad_k_j, grad_v_j, batch, heads, n_m, n_j, head_dim, scale);
+    const attention::Sizes sizes = JMA_SIZES;
+    const attention::BackwardTensors tensors = JMA_BACKWARD_TENSORS;
+    if (int status = attention::check_cpu_arguments(kWhere, sizes, scale, dtype)) return status;
+    if (int status = attention::check_pointers(kWhere, sizes, tensors)) return status;
+    return attention::dispatch_cpu(dtype, kWhere, [&](auto zero, auto kernels) {
+      return attention::backward_typed<decltype(zero), decltype(kernels)>(tensors, sizes, scale);
     });
   });
 }

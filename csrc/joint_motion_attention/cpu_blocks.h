@@ -39,7 +39,7 @@ struct Kernels : GemmKernels {
   // `width` query columns (a multiple of the vector width).  For each query column this is math.h's
   // online softmax step in vector form, base 2: the block's max over unmasked keys updates row_max
   // (online_softmax_rescale), alpha receives the factor for the accumulator, the scores become the
-  // weights 2^(s - shift) with shift = softmax_shift(row_max) (0 on masked key rows), and
+  // weights 2^(s - shift) with shift = score_shift(row_max) (0 on masked key rows), and
   // row_sum = row_sum * alpha + their sum.
   template <typename T>
   static void online_softmax_columns(T* scores, int64_t keys, int64_t width, const uint8_t* key_masked,
@@ -77,7 +77,7 @@ struct Kernels : GemmKernels {
 
   // Backward, one (query block, key block) pair in the natural layout [query][key], `width` key columns
   // (a multiple of the vector width), scores in base-2 units.  scores -> probabilities
-  // 2^(s + key_bias - lse_shift(lse) log2 e) (math.h's probability_from_lse in base 2) with key_bias 0
+  // 2^(s + key_bias - score_shift(lse) log2 e) (math.h's shifted_exp in base 2) with key_bias 0
   // or -inf (masked or padding keys); grad_probs -> score gradients times `scale`:
   // scale * p * (dp - delta) (math.h's score_gradient), the gradient of the unscaled product q.k.
   template <typename T>
@@ -87,7 +87,7 @@ struct Kernels : GemmKernels {
     for (int64_t query = 0; query < queries; ++query) {
       T* s_row = scores + query * width;
       T* dp_row = grad_probs + query * width;
-      const Vec<T> shift = splat(jmipose::attention::lse_shift(lse[query]) * T(kLog2e));
+      const Vec<T> shift = splat(jmipose::attention::score_shift(lse[query]) * T(kLog2e));
       const Vec<T> row_delta = splat(delta[query]);
       for (int64_t col = 0; col < width; col += L) {
         const Vec<T> p = exp2_lanes(load(s_row + col) + load(key_bias + col) - shift);

@@ -67,6 +67,19 @@ inline int check_sizes(const Sizes& s, const char* where, int64_t max_elements) 
                              max_elements);
 }
 
+// The pointers a forward or backward call must have (bias, mask and the gradients not asked for may
+// be NULL).
+inline int check_forward_pointers(const char* where, const void* input, const void* offset, const void* weight,
+                                  const void* output) {
+  return abi::check_not_null(where, {{"input", input}, {"offset", offset}, {"weight", weight}, {"output", output}});
+}
+
+inline int check_backward_pointers(const char* where, const void* grad_output, const void* input, const void* offset,
+                                   const void* weight) {
+  return abi::check_not_null(
+      where, {{"grad_output", grad_output}, {"input", input}, {"offset", offset}, {"weight", weight}});
+}
+
 }  // namespace jrg
 }  // namespace jmipose
 

@@ -38,11 +38,9 @@ constexpr int64_t kForwardTile = 60;   // output pixels per tile (a multiple of 
 constexpr int64_t kBackwardTile = 60;
 using cpu::kGemmCols;
 
-// Everything a tile kernel needs to know about the problem (sizes of one call).
-struct Geometry {
-  int64_t in_channels, height, width, out_channels, kernel_h, kernel_w, taps, out_w, out_pixels;
-  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
-  int64_t groups, offset_groups, in_per_group, out_per_group, in_per_offset_group;
+// Everything a tile kernel needs to know about the problem: the sizes of the call and what follows.
+struct Geometry : Sizes {
+  int64_t taps, out_pixels, in_per_group, out_per_group, in_per_offset_group;
   int64_t col_stride;  // elements per column-tile row: taps * in_channels
 };
 
@@ -83,23 +81,9 @@ int check_cpu_sizes(const Sizes& s, const char* where) {
 
 Geometry geometry_of(const Sizes& s) {
   Geometry g;
-  g.in_channels = s.in_channels;
-  g.height = s.height;
-  g.width = s.width;
-  g.out_channels = s.out_channels;
-  g.kernel_h = s.kernel_h;
-  g.kernel_w = s.kernel_w;
+  static_cast<Sizes&>(g) = s;
   g.taps = s.kernel_h * s.kernel_w;
-  g.out_w = s.out_w;
   g.out_pixels = s.out_h * s.out_w;
-  g.stride_h = s.stride_h;
-  g.stride_w = s.stride_w;
-  g.pad_h = s.pad_h;
-  g.pad_w = s.pad_w;
-  g.dil_h = s.dil_h;
-  g.dil_w = s.dil_w;
-  g.groups = s.groups;
-  g.offset_groups = s.offset_groups;
   g.in_per_group = s.in_channels / s.groups;
   g.out_per_group = s.out_channels / s.groups;
   g.in_per_offset_group = s.in_channels / s.offset_groups;
@@ -123,57 +107,43 @@ std::vector<ChannelRun> channel_runs(const Geometry& g) {
   return runs;
 }
 
-// Forward weights: per conv group, panels of kGemmCols output channels, [panel][k*cpg + c][kGemmCols] (zero pad).
+// The weights of each conv group as the B operand of a GEMM, in panels of kGemmCols columns
+// ([group][panel][row][kGemmCols], zero-padded): transposed (rows k*cpg + c, columns o) for the
+// forward's columns x W^T, or as they are (rows o, columns k*cpg + c) for the backward's grad_out x W.
 template <typename T>
-std::vector<T> pack_forward_weights(const Geometry& g, const T* weight) {
+std::vector<T> pack_weights(const Geometry& g, const T* weight, bool transposed) {
   constexpr int64_t NR = kGemmCols<T>;
-  const int64_t depth = g.taps * g.in_per_group, panels = ceil_div(g.out_per_group, NR);
-  std::vector<T> packed(g.groups * panels * depth * NR + NR, T(0));
+  const int64_t depth = g.taps * g.in_per_group;
+  const int64_t rows = transposed ? depth : g.out_per_group;
+  const int64_t panels = ceil_div(transposed ? g.out_per_group : depth, NR);
+  std::vector<T> packed(g.groups * panels * rows * NR + NR, T(0));
   for (int64_t gr = 0; gr < g.groups; ++gr)
     for (int64_t o = 0; o < g.out_per_group; ++o)
       for (int64_t c = 0; c < g.in_per_group; ++c)
         for (int64_t k = 0; k < g.taps; ++k) {
-          const T w = weight[((gr * g.out_per_group + o) * g.in_per_group + c) * g.taps + k];
-          packed[((gr * panels + o / NR) * depth + k * g.in_per_group + c) * NR + o % NR] = w;
-        }
-  return packed;
-}
-
-// Backward weights (for grad_out x W): per conv group, panels of kGemmCols columns k*cpg + c, [panel][o][kGemmCols].
-template <typename T>
-std::vector<T> pack_backward_weights(const Geometry& g, const T* weight) {
-  constexpr int64_t NR = kGemmCols<T>;
-  const int64_t depth = g.taps * g.in_per_group, panels = ceil_div(depth, NR);
-  std::vector<T> packed(g.groups * panels * g.out_per_group * NR + NR, T(0));
-  for (int64_t gr = 0; gr < g.groups; ++gr)
-    for (int64_t o = 0; o < g.out_per_group; ++o)
-      for (int64_t c = 0; c < g.in_per_group; ++c)
-        for (int64_t k = 0; k < g.taps; ++k) {
-          const T w = weight[((gr * g.out_per_group + o) * g.in_per_group + c) * g.taps + k];
           const int64_t column = k * g.in_per_group + c;
-          packed[((gr * panels + column / NR) * g.out_per_group + o) * NR + column % NR] = w;
+          const int64_t row = transposed ? column : o, col = transposed ? o : column;
+          packed[((gr * panels + col / NR) * rows + row) * NR + col % NR] =
+              weight[((gr * g.out_per_group + o) * g.in_per_group + c) * g.taps + k];
         }
   return packed;
 }
 
-// [C][P] -> [P][C] (and back), in blocks so both sides stay in cache.
-template <typename T>
-void to_channels_last(const T* src, int64_t channels, int64_t pixels, T* dst) {
+// One image between channels-first [C][P] and channels-last [P][C], in blocks of pixels so both sides
+// stay in cache.
+template <bool kToChannelsLast, typename T>
+void change_layout(const T* src, int64_t channels, int64_t pixels, T* dst) {
   constexpr int64_t kBlock = 64;
   for (int64_t p0 = 0; p0 < pixels; p0 += kBlock) {
     const int64_t p1 = std::min(pixels, p0 + kBlock);
     for (int64_t c = 0; c < channels; ++c)
-      for (int64_t p = p0; p < p1; ++p) dst[p * channels + c] = src[c * pixels + p];
-  }
-}
-
-template <typename T>
-void to_channels_first(const T* src, int64_t channels, int64_t pixels, T* dst) {
-  constexpr int64_t kBlock = 64;
-  for (int64_t p0 = 0; p0 < pixels; p0 += kBlock) {
-    const int64_t p1 = std::min(pixels, p0 + kBlock);
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t p = p0; p < p1; ++p) dst[c * pixels + p] = src[p * channels + c];
+      for (int64_t p = p0; p < p1; ++p) {
+        if constexpr (kToChannelsLast) {
+          dst[p * channels + c] = src[c * pixels + p];
+        } else {
+          dst[c * pixels + p] = src[p * channels + c];
+        }
+      }
   }
 }
 
@@ -199,7 +169,7 @@ int forward(const Sizes& s, const T* input, const T* offset, const T* mask, cons
             T* output) {
   const Geometry g = geometry_of(s);
   const std::vector<ChannelRun> runs = channel_runs(g);
-  const std::vector<T> packed = pack_forward_weights(g, weight);
+  const std::vector<T> packed = pack_weights(g, weight, true);
   const int64_t image_size = s.in_channels * s.height * s.width;
   const int64_t col_size = kForwardTile * g.col_stride + kGemmCols<T>;
   const int64_t out_size = kForwardTile * s.out_channels;
@@ -216,7 +186,7 @@ int forward(const Sizes& s, const T* input, const T* offset, const T* mask, cons
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < work.items; ++item) {
       const int64_t b = item / work.chunks, chunk = item % work.chunks;
-      to_channels_last(input + b * image_size, s.in_channels, s.height * s.width, image);
+      change_layout<true>(input + b * image_size, s.in_channels, s.height * s.width, image);
       const T* offset_b = offset + b * 2 * s.offset_groups * g.taps * g.out_pixels;
       const T* mask_b = mask != nullptr ? mask + b * s.offset_groups * g.taps * g.out_pixels : nullptr;
       T* output_b = output + b * s.out_channels * g.out_pixels;
@@ -269,7 +239,7 @@ int backward(const Sizes& s, const T* grad_output, const T* input, const T* offs
   if (!need_cg && !need_col) return 0;
   const Geometry g = geometry_of(s);
   const std::vector<ChannelRun> runs = channel_runs(g);
-  const std::vector<T> packed = need_cg ? pack_backward_weights(g, weight) : std::vector<T>();
+  const std::vector<T> packed = need_cg ? pack_weights(g, weight, false) : std::vector<T>();
   const int64_t pixels = s.height * s.width, image_size = s.in_channels * pixels;
   const int64_t depth = g.taps * g.in_per_group, panels = ceil_div(depth, kGemmCols<T>);
   const int64_t tile_size = kBackwardTile * g.col_stride + kGemmCols<T>;
@@ -296,7 +266,7 @@ int backward(const Sizes& s, const T* grad_output, const T* input, const T* offs
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < work.items; ++item) {
       const int64_t b = item / work.chunks, chunk = item % work.chunks;
-      to_channels_last(input + b * image_size, s.in_channels, pixels, image);
+      change_layout<true>(input + b * image_size, s.in_channels, pixels, image);
       T* grad_image = private_grad_image ? buffers[5] : (grad_input != nullptr ? chunk_grads.data() + item * image_size : nullptr);
       if (grad_image != nullptr) std::fill(grad_image, grad_image + image_size, T(0));
       const int64_t offset_stride = 2 * s.offset_groups * g.taps * g.out_pixels;
@@ -324,7 +294,7 @@ int backward(const Sizes& s, const T* grad_output, const T* input, const T* offs
                                           weight_partial + gr * g.out_per_group * depth, depth, true);
         }
       }
-      if (private_grad_image) to_channels_first(grad_image, s.in_channels, pixels, grad_input + b * image_size);
+      if (private_grad_image) change_layout<false>(grad_image, s.in_channels, pixels, grad_input + b * image_size);
     }
     if (grad_input != nullptr && work.chunks > 1) {
       // Sum the chunks of each image in chunk order (deterministic), then back to channels-first.
@@ -370,17 +340,12 @@ JMIPOSE_API int jmipose_joint_region_gather_forward_cpu(const void* input, const
     const jrg::Sizes sizes = JRG_SIZES;
     if (int status = jrg::check_cpu_sizes(sizes, where)) return status;
     if (batch == 0) return 0;
-    if (int status = jmipose::abi::check_not_null(
-            where, {{"input", input}, {"offset", offset}, {"weight", weight}, {"output", output}})) {
-      return status;
-    }
-    return jmipose::abi::dispatch_cpu_dtype(dtype, where, [&](auto zero) {
+    if (int status = jrg::check_forward_pointers(where, input, offset, weight, output)) return status;
+    return jrg::dispatch_cpu(dtype, where, [&](auto zero, auto kernels) {
       using T = decltype(zero);
-      return jrg::with_cpu_kernels([&](auto kernels) {
-        return jrg::forward<T, decltype(kernels)>(sizes, static_cast<const T*>(input), static_cast<const T*>(offset),
-                                                  static_cast<const T*>(mask), static_cast<const T*>(weight),
-                                                  static_cast<const T*>(bias), static_cast<T*>(output));
-      });
+      return jrg::forward<T, decltype(kernels)>(sizes, static_cast<const T*>(input), static_cast<const T*>(offset),
+                                                static_cast<const T*>(mask), static_cast<const T*>(weight),
+                                                static_cast<const T*>(bias), static_cast<T*>(output));
     });
   });
 }
@@ -396,19 +361,14 @@ JMIPOSE_API int jmipose_joint_region_gather_backward_cpu(const void* grad_output
     const jrg::Sizes sizes = JRG_SIZES;
     if (int status = jrg::check_cpu_sizes(sizes, where)) return status;
     if (grad_mask != nullptr && mask == nullptr) return jmipose::fail("%s: grad_mask needs a mask", where);
-    if (int status = jmipose::abi::check_not_null(
-            where, {{"grad_output", grad_output}, {"input", input}, {"offset", offset}, {"weight", weight}})) {
-      return status;
-    }
-    return jmipose::abi::dispatch_cpu_dtype(dtype, where, [&](auto zero) {
+    if (int status = jrg::check_backward_pointers(where, grad_output, input, offset, weight)) return status;
+    return jrg::dispatch_cpu(dtype, where, [&](auto zero, auto kernels) {
       using T = decltype(zero);
-      return jrg::with_cpu_kernels([&](auto kernels) {
-        return jrg::backward<T, decltype(kernels)>(
-            sizes, static_cast<const T*>(grad_output), static_cast<const T*>(input), static_cast<const T*>(offset),
-            static_cast<const T*>(mask), static_cast<const T*>(weight), static_cast<T*>(grad_input),
-            static_cast<T*>(grad_offset), static_cast<T*>(grad_mask), static_cast<T*>(grad_weight),
-            static_cast<T*>(grad_bias));
-      });
+      return jrg::backward<T, decltype(kernels)>(
+          sizes, static_cast<const T*>(grad_output), static_cast<const T*>(input), static_cast<const T*>(offset),
+          static_cast<const T*>(mask), static_cast<const T*>(weight), static_cast<T*>(grad_input),
+          static_cast<T*>(grad_offset), static_cast<T*>(grad_mask), static_cast<T*>(grad_weight),
+          static_cast<T*>(grad_bias));
     });
   });
 }

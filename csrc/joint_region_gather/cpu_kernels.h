@@ -228,7 +228,8 @@ struct Kernels : GemmKernels {
           const ChannelRun& run = runs[r];
           if (run.offset_group != og) continue;
           const int64_t width = run.end - run.begin;
-          T* dst = col_row + (run.conv_group * g.taps + k) * g.in_per_group + (run.begin - run.conv_group * g.in_per_group);
+          T* dst = col_row + (run.conv_group * g.taps + k) * g.in_per_group +
+                   (run.begin - run.conv_group * g.in_per_group);
           if (inside) {
             gather_run(corners, s.modulation, image + run.begin, g.in_channels, width, dst);
           } else {
