@@ -247,8 +247,9 @@ int check_cpu_arguments(const char* where, const Sizes& s, double scale, int32_t
   return 0;
 }
 
+// compute(): the forward for ForwardTensors, the backward for BackwardTensors, in T with Kernels.
 template <typename T, typename Kernels>
-int forward_typed(const ForwardTensors& t, const Sizes& s, double scale) {
+int compute(const ForwardTensors& t, const Sizes& s, double scale) {
   const int64_t d = s.head_dim, d_pad = round_up(d, kGemmCols<T>);
   const int64_t rows_m = s.batch * s.heads * s.n_m, rows_j = s.batch * s.heads * s.n_j;
   const PaddedRows<T> q_m_rows(t.q_m, rows_m, d, d_pad, true), k_m_rows(t.k_m, rows_m, d, d_pad, true),
@@ -271,7 +272,7 @@ int forward_typed(const ForwardTensors& t, const Sizes& s, double scale) {
 }
 
 template <typename T, typename Kernels>
-int backward_typed(const BackwardTensors& t, const Sizes& s, double scale) {
+int compute(const BackwardTensors& t, const Sizes& s, double scale) {
   const int64_t d = s.head_dim, d_pad = round_up(d, kGemmCols<T>);
   const int64_t rows_m = s.batch * s.heads * s.n_m, rows_j = s.batch * s.heads * s.n_j;
   const PaddedRows<T> g_m_rows(t.grad_out_m, rows_m, d, d_pad, true),
@@ -303,6 +304,18 @@ int backward_typed(const BackwardTensors& t, const Sizes& s, double scale) {
   return 0;
 }
 
+// Every CPU entry point: the checks, then compute() in the dtype's type with this CPU's kernels.
+template <typename Tensors>
+int cpu_entry(const char* where, const Sizes& sizes, const Tensors& tensors, double scale, int32_t dtype) {
+  return guarded(where, [&]() -> int {
+    if (int status = check_cpu_arguments(where, sizes, scale, dtype)) return status;
+    if (int status = check_pointers(where, sizes, tensors)) return status;
+    return dispatch_cpu(dtype, where, [&](auto zero, auto kernels) {
+      return compute<decltype(zero), decltype(kernels)>(tensors, sizes, scale);
+    });
+  });
+}
+
 }  // namespace
 }  // namespace attention
 }  // namespace jmipose
@@ -312,17 +325,8 @@ JMIPOSE_API int jmipose_joint_motion_attention_forward_cpu(
     const void* res_m, const void* res_j, const uint8_t* mask_m, const uint8_t* mask_j, void* out_m, void* out_j,
     void* lse_m, void* lse_j, int64_t batch, int64_t heads, int64_t n_m, int64_t n_j, int64_t head_dim,
     double scale, int32_t dtype) {
-  constexpr const char* kWhere = "joint_motion_attention forward (cpp)";
-  return jmipose::guarded(kWhere, [&]() -> int {
-    namespace attention = jmipose::attention;
-    const attention::Sizes sizes = JMA_SIZES;
-    const attention::ForwardTensors tensors = JMA_FORWARD_TENSORS;
-    if (int status = attention::check_cpu_arguments(kWhere, sizes, scale, dtype)) return status;
-    if (int status = attention::check_pointers(kWhere, sizes, tensors)) return status;
-    return attention::dispatch_cpu(dtype, kWhere, [&](auto zero, auto kernels) {
-      return attention::forward_typed<decltype(zero), decltype(kernels)>(tensors, sizes, scale);
-    });
-  });
+  return jmipose::attention::cpu_entry("joint_motion_attention forward (cpp)", JMA_SIZES, JMA_FORWARD_TENSORS, scale,
+                                       dtype);
 }
 
 JMIPOSE_API int jmipose_joint_motion_attention_backward_cpu(
@@ -331,15 +335,6 @@ JMIPOSE_API int jmipose_joint_motion_attention_backward_cpu(
     const void* res_j, const uint8_t* mask_m, const uint8_t* mask_j, const void* lse_m, const void* lse_j,
     void* grad_q_m, void* grad_k_m, void* grad_v_m, void* grad_q_j, void* grad_k_j, void* grad_v_j, int64_t batch,
     int64_t heads, int64_t n_m, int64_t n_j, int64_t head_dim, double scale, int32_t dtype) {
-  constexpr const char* kWhere = "joint_motion_attention backward (cpp)";
-  return jmipose::guarded(kWhere, [&]() -> int {
-    namespace attention = jmipose::attention;
-    const attention::Sizes sizes = JMA_SIZES;
-    const attention::BackwardTensors tensors = JMA_BACKWARD_TENSORS;
-    if (int status = attention::check_cpu_arguments(kWhere, sizes, scale, dtype)) return status;
-    if (int status = attention::check_pointers(kWhere, sizes, tensors)) return status;
-    return attention::dispatch_cpu(dtype, kWhere, [&](auto zero, auto kernels) {
-      return attention::backward_typed<decltype(zero), decltype(kernels)>(tensors, sizes, scale);
-    });
-  });
+  return jmipose::attention::cpu_entry("joint_motion_attention backward (cpp)", JMA_SIZES, JMA_BACKWARD_TENSORS,
+                                       scale, dtype);
 }

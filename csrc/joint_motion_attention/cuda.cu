@@ -136,8 +136,9 @@ bool rows_vectorizable(int64_t head_dim, std::initializer_list<const void*> poin
   return true;
 }
 
+// compute(): the forward for ForwardTensors, the backward for BackwardTensors, in storage type T.
 template <typename T>
-int forward_typed(const ForwardTensors& t, const Sizes& s, double scale, int device, cudaStream_t stream) {
+int compute(const ForwardTensors& t, const Sizes& s, double scale, int device, cudaStream_t stream) {
   auto in = [](const void* pointer) { return static_cast<const T*>(pointer); };
   ForwardParams<T> params{};
   params.direction[0] = {in(t.q_m), in(t.k_j), in(t.v_j), in(t.res_m), t.mask_j, static_cast<T*>(t.out_m),
@@ -156,7 +157,7 @@ int forward_typed(const ForwardTensors& t, const Sizes& s, double scale, int dev
 }
 
 template <typename T>
-int backward_typed(const BackwardTensors& t, const Sizes& s, double scale, int device, cudaStream_t stream) {
+int compute(const BackwardTensors& t, const Sizes& s, double scale, int device, cudaStream_t stream) {
   auto in = [](const void* pointer) { return static_cast<const T*>(pointer); };
   auto grad = [](void* pointer) { return static_cast<float*>(pointer); };
   BackwardParams<T> params{};
@@ -178,6 +179,23 @@ int backward_typed(const BackwardTensors& t, const Sizes& s, double scale, int d
   return launch_backward<T, 128>(params, device, stream);
 }
 
+// Every CUDA entry point: the device, the checks (nothing to do without tokens), then compute() in the
+// dtype's storage type on the caller's stream.
+template <typename Tensors>
+int cuda_entry(const char* where, const Sizes& sizes, const Tensors& tensors, double scale, int32_t dtype,
+               int device, void* stream) {
+  return jmipose::guarded(where, [&]() -> int {
+    jmipose::DeviceGuard guard(device);
+    if (!guard.ok()) return jmipose::fail("%s: cannot select device %d", where, device);
+    if (int rc = check_sizes(where, sizes, kMaxHeadDim)) return rc;
+    if (sizes.batch == 0 || sizes.heads == 0 || (sizes.n_m == 0 && sizes.n_j == 0)) return 0;
+    if (int rc = check_pointers(where, sizes, tensors)) return rc;
+    return jmipose::dispatch_cuda_dtype(dtype, where, [&](auto zero) {
+      return compute<decltype(zero)>(tensors, sizes, scale, device, static_cast<cudaStream_t>(stream));
+    });
+  });
+}
+
 }  // namespace
 
 JMIPOSE_API int jmipose_joint_motion_attention_forward_cuda(
@@ -185,18 +203,7 @@ JMIPOSE_API int jmipose_joint_motion_attention_forward_cuda(
     const void* res_m, const void* res_j, const uint8_t* mask_m, const uint8_t* mask_j, void* out_m, void* out_j,
     void* lse_m, void* lse_j, int64_t batch, int64_t heads, int64_t n_m, int64_t n_j, int64_t head_dim, double scale,
     int32_t dtype, int32_t device, void* stream) {
-  return jmipose::guarded(kForwardName, [&]() -> int {
-    const Sizes sizes = JMA_SIZES;
-    const ForwardTensors tensors = JMA_FORWARD_TENSORS;
-    jmipose::DeviceGuard guard(device);
-    if (!guard.ok()) return jmipose::fail("%s: cannot select device %d", kForwardName, device);
-    if (int rc = check_sizes(kForwardName, sizes, kMaxHeadDim)) return rc;
-    if (batch == 0 || heads == 0 || (n_m == 0 && n_j == 0)) return 0;
-    if (int rc = check_pointers(kForwardName, sizes, tensors)) return rc;
-    return jmipose::dispatch_cuda_dtype(dtype, kForwardName, [&](auto zero) {
-      return forward_typed<decltype(zero)>(tensors, sizes, scale, device, static_cast<cudaStream_t>(stream));
-    });
-  });
+  return cuda_entry(kForwardName, JMA_SIZES, JMA_FORWARD_TENSORS, scale, dtype, device, stream);
 }
 
 JMIPOSE_API int jmipose_joint_motion_attention_backward_cuda(
@@ -205,16 +212,5 @@ JMIPOSE_API int jmipose_joint_motion_attention_backward_cuda(
     const uint8_t* mask_m, const uint8_t* mask_j, const void* lse_m, const void* lse_j, void* grad_q_m, void* grad_k_m,
     void* grad_v_m, void* grad_q_j, void* grad_k_j, void* grad_v_j, int64_t batch, int64_t heads, int64_t n_m,
     int64_t n_j, int64_t head_dim, double scale, int32_t dtype, int32_t device, void* stream) {
-  return jmipose::guarded(kBackwardName, [&]() -> int {
-    const Sizes sizes = JMA_SIZES;
-    const BackwardTensors tensors = JMA_BACKWARD_TENSORS;
-    jmipose::DeviceGuard guard(device);
-    if (!guard.ok()) return jmipose::fail("%s: cannot select device %d", kBackwardName, device);
-    if (int rc = check_sizes(kBackwardName, sizes, kMaxHeadDim)) return rc;
-    if (batch == 0 || heads == 0 || (n_m == 0 && n_j == 0)) return 0;
-    if (int rc = check_pointers(kBackwardName, sizes, tensors)) return rc;
-    return jmipose::dispatch_cuda_dtype(dtype, kBackwardName, [&](auto zero) {
-      return backward_typed<decltype(zero)>(tensors, sizes, scale, device, static_cast<cudaStream_t>(stream));
-    });
-  });
+  return cuda_entry(kBackwardName, JMA_SIZES, JMA_BACKWARD_TENSORS, scale, dtype, device, stream);
 }
