@@ -122,6 +122,17 @@ def _escape(path: Path | str) -> str:
     return str(path).replace("$", "$$").replace(" ", "$ ").replace(":", "$:")
 
 
+def _library_rules(sources: list[Path], obj_dir: Path, compile_rule: str, link_rule: str, library: Path,
+                   header_deps: str) -> list[str]:
+    """build.ninja lines that compile each source with ``compile_rule`` into ``obj_dir`` (an object named
+    after the source's path under csrc/, rebuilt when any header changes) and link them into ``library``."""
+    objects = [obj_dir / (src.relative_to(CSRC).as_posix().replace("/", "__") + ".o") for src in sources]
+    lines = [f"build {_escape(obj)}: {compile_rule} {_escape(src)} | {header_deps}"
+             for src, obj in zip(sources, objects, strict=True)]
+    lines.append(f"build {_escape(library)}: {link_rule} {' '.join(_escape(o) for o in objects)}")
+    return lines
+
+
 class NinjaBuildExt(build_ext):
     """Writes build.ninja for csrc/ and runs ninja; outputs go to <build_lib or source>/jmipose/_lib."""
 
@@ -181,13 +192,8 @@ class NinjaBuildExt(build_ext):
             "  description = LINK $out",
         ]
         hdr_deps = " ".join(_escape(h) for h in headers)
-        cpu_objs = []
-        for src in cpp_sources:
-            obj = build_dir / "cpu" / (src.relative_to(CSRC).as_posix().replace("/", "__") + ".o")
-            cpu_objs.append(obj)
-            lines.append(f"build {_escape(obj)}: cxx {_escape(src)} | {hdr_deps}")
         cpu_out = self._out_dir / CPU_LIB
-        lines.append(f"build {_escape(cpu_out)}: link_cxx {' '.join(_escape(o) for o in cpu_objs)}")
+        lines += _library_rules(cpp_sources, build_dir / "cpu", "cxx", "link_cxx", cpu_out, hdr_deps)
         outputs = [cpu_out]
 
         gencode: list[str] = []
@@ -206,13 +212,8 @@ class NinjaBuildExt(build_ext):
                 "  command = $nvcc -shared $nvccflags -cudart static $in -o $out",
                 "  description = LINK $out",
             ]
-            cu_objs = []
-            for src in cu_sources:
-                obj = build_dir / "cuda" / (src.relative_to(CSRC).as_posix().replace("/", "__") + ".o")
-                cu_objs.append(obj)
-                lines.append(f"build {_escape(obj)}: nvcc {_escape(src)} | {hdr_deps}")
             cuda_out = self._out_dir / CUDA_LIB
-            lines.append(f"build {_escape(cuda_out)}: link_cuda {' '.join(_escape(o) for o in cu_objs)}")
+            lines += _library_rules(cu_sources, build_dir / "cuda", "nvcc", "link_cuda", cuda_out, hdr_deps)
             outputs.append(cuda_out)
         elif (self._out_dir / CUDA_LIB).exists():
             (self._out_dir / CUDA_LIB).unlink()  # never ship a stale CUDA library from an earlier build

@@ -4,9 +4,6 @@
 #include "common/error.h"
 #include "common/macros.h"
 
-// Version of the C ABI; jmipose/ops/_backends.py refuses a library with another one.
-#define JMIPOSE_ABI_VERSION 1
-
 JMIPOSE_API int jmipose_cpu_abi_version() { return JMIPOSE_ABI_VERSION; }
 
 JMIPOSE_API const char* jmipose_cpu_last_error() { return jmipose::last_error_storage().c_str(); }

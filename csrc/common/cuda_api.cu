@@ -6,8 +6,6 @@
 #include "common/error.h"
 #include "common/macros.h"
 
-#define JMIPOSE_ABI_VERSION 1
-
 JMIPOSE_API int jmipose_cuda_abi_version() { return JMIPOSE_ABI_VERSION; }
 
 JMIPOSE_API const char* jmipose_cuda_last_error() { return jmipose::last_error_storage().c_str(); }

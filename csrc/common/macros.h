@@ -1,4 +1,4 @@
-// Shared by every C++ and CUDA source: export macro, host/device qualifiers, the dtype codes of the C ABI.
+// Shared by every C++ and CUDA source: export macro, host/device qualifiers, the C ABI's version and dtype codes.
 #pragma once
 
 #include <cstdint>
@@ -11,17 +11,13 @@
 #define JMIPOSE_HOST_DEVICE inline
 #endif
 
-// Hot CPU loops (micro-kernels without OpenMP regions inside) can be compiled twice, for AVX2+FMA
-// (x86-64-v3) and for the portable baseline, with the best one picked at load time.  The default
-// build stays portable (no -march), so a wheel built on one machine runs on any x86-64.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define JMIPOSE_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define JMIPOSE_CPU_CLONES
-#endif
+// Version of the C ABI of both libraries (jmipose_{cpu,cuda}_abi_version() return it); the ABI_VERSION
+// of jmipose/ops/_backends.py must equal it, or Python refuses the library.
+#define JMIPOSE_ABI_VERSION 1
 
 namespace jmipose {
+
+JMIPOSE_HOST_DEVICE constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // dtype codes shared with jmipose/ops/_backends.py (DTYPE_CODES); keep the two in sync.
 enum DType : int32_t { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };

@@ -29,41 +29,32 @@
 #include <cstring>
 #include <new>
 
+#include "common/abi_check.h"
+#include "common/cpu_isa.h"
 #include "common/error.h"
 #include "common/macros.h"
+#include "joint_motion_attention/abi.h"
 #include "joint_motion_attention/math.h"
 
-// The micro-kernels twice: for AVX2+FMA and for the portable baseline (see cpu_blocks.h).  Their
-// 32-byte vector arguments only pass between always-inline helpers, so GCC's note that such
-// arguments have another ABI without AVX does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define JMIPOSE_JMA_HAS_AVX2 1
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace jmipose_jma_avx2 {
-#include "joint_motion_attention/cpu_blocks.h"
-}  // namespace jmipose_jma_avx2
-#pragma GCC pop_options
-#endif
-namespace jmipose_jma_portable {
-#include "joint_motion_attention/cpu_blocks.h"
-}  // namespace jmipose_jma_portable
+namespace jmipose {
+namespace attention {
+namespace {
+constexpr double kLog2e = 1.44269504088896340736;  // scores are scaled by it for base-2 exponentials
+}  // namespace
+}  // namespace attention
+}  // namespace jmipose
 
+// The block kernels, compiled for AVX2+FMA and for the portable baseline (common/cpu_isa.h).
+#define JMIPOSE_CPU_KERNELS_NAMESPACE jmipose::attention
+#define JMIPOSE_CPU_KERNELS_HEADER "joint_motion_attention/cpu_blocks.h"
+#include "common/cpu_isa_kernels.h"
+
+namespace jmipose {
+namespace attention {
 namespace {
 
-using jmipose_jma_portable::kLog2e;
-using jmipose_jma_portable::tile_cols;
+using cpu::kGemmCols;
 constexpr double kLn2 = 0.69314718055994530942;
-namespace softmax = jmipose::attention;
-
-bool cpu_has_avx2_fma() {
-#ifdef JMIPOSE_JMA_HAS_AVX2
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
 
 // Block sizes (the per-thread buffers of a d = 48 head stay within L2).  Blocks that become GEMM
 // columns (forward queries, backward keys) are multiples of the tile width, 16.
@@ -71,8 +62,8 @@ constexpr int64_t kForwardQueries = 64;
 constexpr int64_t kForwardKeys = 96;
 constexpr int64_t kBackwardQueries = 64;
 constexpr int64_t kBackwardKeys = 64;
+constexpr int64_t kMaxHeadDim = int64_t(1) << 20;  // a sanity bound: any head dim is padded to the GEMM tile
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // memset of `count` elements; torch gives empty tensors no storage, so p may be NULL when count is 0.
@@ -174,7 +165,7 @@ int64_t forward_scratch_size(int64_t d) {
 }
 
 // Queries [q0, q0 + nq) of head bh; ws holds forward_scratch_size elements.
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void forward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t q0, T scale, T* ws) {
   constexpr int64_t kWidth = kForwardQueries;
   const int64_t d = shape.d, n_k = dir.n_k, nq = std::min(kWidth, dir.n_q - q0);
@@ -194,32 +185,33 @@ void forward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh
   for (int64_t c = 0; c < nq; ++c)
     for (int64_t t = 0; t < d; ++t) queries_t[t * kWidth + c] = scale_log2e * q[c * d + t];
   zero(acc, nq * d);
-  std::fill(row_max, row_max + kWidth, softmax::negative_infinity<T>());
+  std::fill(row_max, row_max + kWidth, attention::negative_infinity<T>());
   std::fill(row_sum, row_sum + kWidth, T(0));
 
   for (int64_t k0 = 0; k0 < n_k; k0 += kForwardKeys) {
     const int64_t nk = std::min(kForwardKeys, n_k - k0);
     const uint8_t* block_mask = mask != nullptr ? mask + k0 : nullptr;
-    Blocks::template gemm<T, false>(nk, kWidth, d, k + k0 * d, d, queries_t, kWidth, weights, kWidth, false);
-    Blocks::online_softmax_columns(weights, nk, kWidth, block_mask, row_max, row_sum, alpha);
+    Kernels::template gemm<T, false>(nk, kWidth, d, k + k0 * d, d, queries_t, kWidth, kGemmCols<T>, weights, kWidth,
+                                     false);
+    Kernels::online_softmax_columns(weights, nk, kWidth, block_mask, row_max, row_sum, alpha);
     for (int64_t c = 0; c < nq; ++c)
       if (alpha[c] != T(1))
         for (int64_t t = 0; t < d; ++t) acc[c * d + t] *= alpha[c];
-    Blocks::template gemm<T, true>(nq, d, nk, weights, kWidth, v + k0 * d, d, acc, d, true);
+    Kernels::template gemm<T, true>(nq, d, nk, weights, kWidth, v + k0 * d, d, kGemmCols<T>, acc, d, true);
   }
 
   T* out = dir.out + (bh * dir.n_q + q0) * d;
   const T* res = dir.res != nullptr ? dir.res + (bh * dir.n_q + q0) * d : nullptr;
   T* lse = dir.lse + bh * dir.n_q + q0;
   for (int64_t c = 0; c < nq; ++c) {
-    const T inverse_sum = softmax::online_softmax_inverse_sum(row_sum[c]);
+    const T inverse_sum = attention::online_softmax_inverse_sum(row_sum[c]);
     for (int64_t t = 0; t < d; ++t)
       out[c * d + t] = (res != nullptr ? res[c * d + t] : T(0)) + acc[c * d + t] * inverse_sum;
-    lse[c] = softmax::online_softmax_lse(row_max[c] * static_cast<T>(kLn2), row_sum[c]);
+    lse[c] = attention::online_softmax_lse(row_max[c] * static_cast<T>(kLn2), row_sum[c]);
   }
 }
 
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void forward(const Direction<T> (&dirs)[2], const Shape& shape, T scale) {
   const int64_t heads_total = shape.batch * shape.heads;
   const int64_t blocks0 = ceil_div(dirs[0].n_q, kForwardQueries), blocks1 = ceil_div(dirs[1].n_q, kForwardQueries);
@@ -234,7 +226,7 @@ void forward(const Direction<T> (&dirs)[2], const Shape& shape, T scale) {
     for (int64_t task = 0; task < tasks; ++task) {
       const int side = task < tasks0 ? 0 : 1;
       const int64_t local = side == 0 ? task : task - tasks0, blocks = side == 0 ? blocks0 : blocks1;
-      forward_query_block<T, Blocks>(dirs[side], shape, local / blocks, (local % blocks) * kForwardQueries, scale, ws);
+      forward_query_block<T, Kernels>(dirs[side], shape, local / blocks, (local % blocks) * kForwardQueries, scale, ws);
     }
   }
 }
@@ -247,123 +239,94 @@ void forward(const Direction<T> (&dirs)[2], const Shape& shape, T scale) {
 // ------------------------------------------------------------------------------------------------
 // C ABI entry points
 
-int check_sizes(const char* where, int64_t batch, int64_t heads, int64_t n_m, int64_t n_j, int64_t head_dim,
-                double scale, int32_t dtype) {
-  if (dtype != jmipose::kFloat32 && dtype != jmipose::kFloat64)
-    return jmipose::fail("%s: dtype code %d is not supported on the CPU (float32, float64)", where, dtype);
-  if (batch < 0 || heads < 0 || n_m < 0 || n_j < 0)
-    return jmipose::fail("%s: sizes must be >= 0, got batch=%lld heads=%lld n_m=%lld n_j=%lld", where,
-                         (long long)batch, (long long)heads, (long long)n_m, (long long)n_j);
-  if (head_dim < 1 || head_dim > (int64_t(1) << 20))
-    return jmipose::fail("%s: head_dim must be in [1, 2^20], got %lld", where, (long long)head_dim);
-  if (!std::isfinite(scale)) return jmipose::fail("%s: scale must be finite, got %g", where, scale);
-  int64_t rows = 0, elements = 0;
-  const int64_t d_pad = round_up(head_dim, 16);
-  if (__builtin_mul_overflow(batch, heads, &rows) || __builtin_mul_overflow(rows, std::max(n_m, n_j), &rows) ||
-      __builtin_mul_overflow(rows, d_pad, &elements) || elements > (int64_t(1) << 58))
-    return jmipose::fail("%s: tensor sizes overflow (batch=%lld heads=%lld n_m=%lld n_j=%lld head_dim=%lld)", where,
-                         (long long)batch, (long long)heads, (long long)n_m, (long long)n_j, (long long)head_dim);
+// The CPU's checks before any pointer is read: dtype, sizes (head dims up to 2^20), a finite scale.
+int check_cpu_arguments(const char* where, const Sizes& s, double scale, int32_t dtype) {
+  if (int status = abi::check_cpu_dtype(dtype, where)) return status;
+  if (int status = check_sizes(where, s, kMaxHeadDim)) return status;
+  if (!std::isfinite(scale)) return fail("%s: scale must be finite, got %g", where, scale);
   return 0;
 }
 
-int check_pointers(const char* where, const void* const* pointers, const char* const* names, int count) {
-  for (int i = 0; i < count; ++i)
-    if (pointers[i] == nullptr) return jmipose::fail("%s: %s is NULL", where, names[i]);
-  return 0;
-}
-
-template <typename T>
-int forward_typed(const void* q_m, const void* k_m, const void* v_m, const void* q_j, const void* k_j,
-                  const void* v_j, const void* res_m, const void* res_j, const uint8_t* mask_m,
-                  const uint8_t* mask_j, void* out_m, void* out_j, void* lse_m, void* lse_j, int64_t batch,
-                  int64_t heads, int64_t n_m, int64_t n_j, int64_t d, double scale) {
-  const int64_t d_pad = round_up(d, tile_cols<T>()), rows_m = batch * heads * n_m, rows_j = batch * heads * n_j;
-  const PaddedRows<T> q_m_rows(q_m, rows_m, d, d_pad, true), k_m_rows(k_m, rows_m, d, d_pad, true),
-      v_m_rows(v_m, rows_m, d, d_pad, true), q_j_rows(q_j, rows_j, d, d_pad, true),
-      k_j_rows(k_j, rows_j, d, d_pad, true), v_j_rows(v_j, rows_j, d, d_pad, true),
-      res_m_rows(res_m, rows_m, d, d_pad, true), res_j_rows(res_j, rows_j, d, d_pad, true),
-      out_m_rows(out_m, rows_m, d, d_pad, false), out_j_rows(out_j, rows_j, d, d_pad, false);
+// compute(): the forward for ForwardTensors, the backward for BackwardTensors, in T with Kernels.
+template <typename T, typename Kernels>
+int compute(const ForwardTensors& t, const Sizes& s, double scale) {
+  const int64_t d = s.head_dim, d_pad = round_up(d, kGemmCols<T>);
+  const int64_t rows_m = s.batch * s.heads * s.n_m, rows_j = s.batch * s.heads * s.n_j;
+  const PaddedRows<T> q_m_rows(t.q_m, rows_m, d, d_pad, true), k_m_rows(t.k_m, rows_m, d, d_pad, true),
+      v_m_rows(t.v_m, rows_m, d, d_pad, true), q_j_rows(t.q_j, rows_j, d, d_pad, true),
+      k_j_rows(t.k_j, rows_j, d, d_pad, true), v_j_rows(t.v_j, rows_j, d, d_pad, true),
+      res_m_rows(t.res_m, rows_m, d, d_pad, true), res_j_rows(t.res_j, rows_j, d, d_pad, true),
+      out_m_rows(t.out_m, rows_m, d, d_pad, false), out_j_rows(t.out_j, rows_j, d, d_pad, false);
   Direction<T> dirs[2];
   dirs[0].q = q_m_rows.get(), dirs[0].k = k_j_rows.get(), dirs[0].v = v_j_rows.get(), dirs[0].res = res_m_rows.get();
-  dirs[0].key_mask = mask_j, dirs[0].out = out_m_rows.get(), dirs[0].lse = static_cast<T*>(lse_m);
-  dirs[0].n_q = n_m, dirs[0].n_k = n_j;
+  dirs[0].key_mask = t.mask_j, dirs[0].out = out_m_rows.get(), dirs[0].lse = static_cast<T*>(t.lse_m);
+  dirs[0].n_q = s.n_m, dirs[0].n_k = s.n_j;
   dirs[1].q = q_j_rows.get(), dirs[1].k = k_m_rows.get(), dirs[1].v = v_m_rows.get(), dirs[1].res = res_j_rows.get();
-  dirs[1].key_mask = mask_m, dirs[1].out = out_j_rows.get(), dirs[1].lse = static_cast<T*>(lse_j);
-  dirs[1].n_q = n_j, dirs[1].n_k = n_m;
-  const Shape shape{batch, heads, d_pad};
-#ifdef JMIPOSE_JMA_HAS_AVX2
-  if (cpu_has_avx2_fma()) {
-    forward<T, jmipose_jma_avx2::Blocks>(dirs, shape, static_cast<T>(scale));
-  } else
-#endif
-    forward<T, jmipose_jma_portable::Blocks>(dirs, shape, static_cast<T>(scale));
+  dirs[1].key_mask = t.mask_m, dirs[1].out = out_j_rows.get(), dirs[1].lse = static_cast<T*>(t.lse_j);
+  dirs[1].n_q = s.n_j, dirs[1].n_k = s.n_m;
+  const Shape shape{s.batch, s.heads, d_pad};
+  forward<T, Kernels>(dirs, shape, static_cast<T>(scale));
   out_m_rows.finish();
   out_j_rows.finish();
   return 0;
 }
 
-template <typename T>
-int backward_typed(const void* grad_out_m, const void* grad_out_j, const void* q_m, const void* k_m, const void* v_m,
-                   const void* q_j, const void* k_j, const void* v_j, const void* out_m, const void* out_j,
-                   const void* res_m, const void* res_j, const uint8_t* mask_m, const uint8_t* mask_j,
-                   const void* lse_m, const void* lse_j, void* grad_q_m, void* grad_k_m, void* grad_v_m,
-                   void* grad_q_j, void* grad_k_j, void* grad_v_j, int64_t batch, int64_t heads, int64_t n_m,
-                   int64_t n_j, int64_t d, double scale) {
-  const int64_t d_pad = round_up(d, tile_cols<T>()), rows_m = batch * heads * n_m, rows_j = batch * heads * n_j;
-  const PaddedRows<T> g_m_rows(grad_out_m, rows_m, d, d_pad, true), g_j_rows(grad_out_j, rows_j, d, d_pad, true),
-      q_m_rows(q_m, rows_m, d, d_pad, true), k_m_rows(k_m, rows_m, d, d_pad, true),
-      v_m_rows(v_m, rows_m, d, d_pad, true), q_j_rows(q_j, rows_j, d, d_pad, true),
-      k_j_rows(k_j, rows_j, d, d_pad, true), v_j_rows(v_j, rows_j, d, d_pad, true),
-      out_m_rows(out_m, rows_m, d, d_pad, true), out_j_rows(out_j, rows_j, d, d_pad, true),
-      res_m_rows(res_m, rows_m, d, d_pad, true), res_j_rows(res_j, rows_j, d, d_pad, true),
-      dq_m_rows(grad_q_m, rows_m, d, d_pad, false), dk_m_rows(grad_k_m, rows_m, d, d_pad, false),
-      dv_m_rows(grad_v_m, rows_m, d, d_pad, false), dq_j_rows(grad_q_j, rows_j, d, d_pad, false),
-      dk_j_rows(grad_k_j, rows_j, d, d_pad, false), dv_j_rows(grad_v_j, rows_j, d, d_pad, false);
+template <typename T, typename Kernels>
+int compute(const BackwardTensors& t, const Sizes& s, double scale) {
+  const int64_t d = s.head_dim, d_pad = round_up(d, kGemmCols<T>);
+  const int64_t rows_m = s.batch * s.heads * s.n_m, rows_j = s.batch * s.heads * s.n_j;
+  const PaddedRows<T> g_m_rows(t.grad_out_m, rows_m, d, d_pad, true),
+      g_j_rows(t.grad_out_j, rows_j, d, d_pad, true), q_m_rows(t.q_m, rows_m, d, d_pad, true),
+      k_m_rows(t.k_m, rows_m, d, d_pad, true), v_m_rows(t.v_m, rows_m, d, d_pad, true),
+      q_j_rows(t.q_j, rows_j, d, d_pad, true), k_j_rows(t.k_j, rows_j, d, d_pad, true),
+      v_j_rows(t.v_j, rows_j, d, d_pad, true), out_m_rows(t.out_m, rows_m, d, d_pad, true),
+      out_j_rows(t.out_j, rows_j, d, d_pad, true), res_m_rows(t.res_m, rows_m, d, d_pad, true),
+      res_j_rows(t.res_j, rows_j, d, d_pad, true), dq_m_rows(t.grad_q_m, rows_m, d, d_pad, false),
+      dk_m_rows(t.grad_k_m, rows_m, d, d_pad, false), dv_m_rows(t.grad_v_m, rows_m, d, d_pad, false),
+      dq_j_rows(t.grad_q_j, rows_j, d, d_pad, false), dk_j_rows(t.grad_k_j, rows_j, d, d_pad, false),
+      dv_j_rows(t.grad_v_j, rows_j, d, d_pad, false);
   Direction<T> dirs[2];
   // Side 0: motion queries against joint keys; its dK/dV are the joint tokens' gradients.
   dirs[0].q = q_m_rows.get(), dirs[0].k = k_j_rows.get(), dirs[0].v = v_j_rows.get(), dirs[0].res = res_m_rows.get();
-  dirs[0].key_mask = mask_j, dirs[0].out = out_m_rows.get(), dirs[0].grad_out = g_m_rows.get();
-  dirs[0].lse = static_cast<T*>(const_cast<void*>(lse_m));
+  dirs[0].key_mask = t.mask_j, dirs[0].out = out_m_rows.get(), dirs[0].grad_out = g_m_rows.get();
+  dirs[0].lse = static_cast<T*>(const_cast<void*>(t.lse_m));
   dirs[0].grad_q = dq_m_rows.get(), dirs[0].grad_k = dk_j_rows.get(), dirs[0].grad_v = dv_j_rows.get();
-  dirs[0].n_q = n_m, dirs[0].n_k = n_j;
+  dirs[0].n_q = s.n_m, dirs[0].n_k = s.n_j;
   dirs[1].q = q_j_rows.get(), dirs[1].k = k_m_rows.get(), dirs[1].v = v_m_rows.get(), dirs[1].res = res_j_rows.get();
-  dirs[1].key_mask = mask_m, dirs[1].out = out_j_rows.get(), dirs[1].grad_out = g_j_rows.get();
-  dirs[1].lse = static_cast<T*>(const_cast<void*>(lse_j));
+  dirs[1].key_mask = t.mask_m, dirs[1].out = out_j_rows.get(), dirs[1].grad_out = g_j_rows.get();
+  dirs[1].lse = static_cast<T*>(const_cast<void*>(t.lse_j));
   dirs[1].grad_q = dq_j_rows.get(), dirs[1].grad_k = dk_m_rows.get(), dirs[1].grad_v = dv_m_rows.get();
-  dirs[1].n_q = n_j, dirs[1].n_k = n_m;
-  const Shape shape{batch, heads, d_pad};
-#ifdef JMIPOSE_JMA_HAS_AVX2
-  if (cpu_has_avx2_fma()) {
-    backward<T, jmipose_jma_avx2::Blocks>(dirs, shape, static_cast<T>(scale));
-  } else
-#endif
-    backward<T, jmipose_jma_portable::Blocks>(dirs, shape, static_cast<T>(scale));
+  dirs[1].n_q = s.n_j, dirs[1].n_k = s.n_m;
+  const Shape shape{s.batch, s.heads, d_pad};
+  backward<T, Kernels>(dirs, shape, static_cast<T>(scale));
   for (const PaddedRows<T>* grad : {&dq_m_rows, &dk_m_rows, &dv_m_rows, &dq_j_rows, &dk_j_rows, &dv_j_rows})
     grad->finish();
   return 0;
 }
 
+// Every CPU entry point: the checks, then compute() in the dtype's type with this CPU's kernels.
+template <typename Tensors>
+int cpu_entry(const char* where, const Sizes& sizes, const Tensors& tensors, double scale, int32_t dtype) {
+  return guarded(where, [&]() -> int {
+    if (int status = check_cpu_arguments(where, sizes, scale, dtype)) return status;
+    if (int status = check_pointers(where, sizes, tensors)) return status;
+    return dispatch_cpu(dtype, where, [&](auto zero, auto kernels) {
+      return compute<decltype(zero), decltype(kernels)>(tensors, sizes, scale);
+    });
+  });
+}
+
 }  // namespace
+}  // namespace attention
+}  // namespace jmipose
 
 JMIPOSE_API int jmipose_joint_motion_attention_forward_cpu(
     const void* q_m, const void* k_m, const void* v_m, const void* q_j, const void* k_j, const void* v_j,
     const void* res_m, const void* res_j, const uint8_t* mask_m, const uint8_t* mask_j, void* out_m, void* out_j,
     void* lse_m, void* lse_j, int64_t batch, int64_t heads, int64_t n_m, int64_t n_j, int64_t head_dim,
     double scale, int32_t dtype) {
-  constexpr const char* kWhere = "joint_motion_attention forward (cpp)";
-  return jmipose::guarded(kWhere, [&]() -> int {
-    if (int status = check_sizes(kWhere, batch, heads, n_m, n_j, head_dim, scale, dtype)) return status;
-    const void* pointers[] = {q_m, k_m, v_m, out_m, lse_m, q_j, k_j, v_j, out_j, lse_j};
-    static const char* const names[] = {"q_m", "k_m", "v_m", "out_m", "lse_m", "q_j", "k_j", "v_j", "out_j", "lse_j"};
-    const bool has_m = batch * heads * n_m > 0, has_j = batch * heads * n_j > 0;
-    if (has_m && check_pointers(kWhere, pointers, names, 5)) return 1;
-    if (has_j && check_pointers(kWhere, pointers + 5, names + 5, 5)) return 1;
-    if (dtype == jmipose::kFloat32)
-      return forward_typed<float>(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, out_m, out_j, lse_m,
-                                  lse_j, batch, heads, n_m, n_j, head_dim, scale);
-    return forward_typed<double>(q_m, k_m, v_m, q_j, k_j, v_j, res_m, res_j, mask_m, mask_j, out_m, out_j, lse_m,
-                                 lse_j, batch, heads, n_m, n_j, head_dim, scale);
-  });
+  return jmipose::attention::cpu_entry("joint_motion_attention forward (cpp)", JMA_SIZES, JMA_FORWARD_TENSORS, scale,
+                                       dtype);
 }
 
 JMIPOSE_API int jmipose_joint_motion_attention_backward_cpu(
@@ -372,23 +335,6 @@ JMIPOSE_API int jmipose_joint_motion_attention_backward_cpu(
     const void* res_j, const uint8_t* mask_m, const uint8_t* mask_j, const void* lse_m, const void* lse_j,
     void* grad_q_m, void* grad_k_m, void* grad_v_m, void* grad_q_j, void* grad_k_j, void* grad_v_j, int64_t batch,
     int64_t heads, int64_t n_m, int64_t n_j, int64_t head_dim, double scale, int32_t dtype) {
-  constexpr const char* kWhere = "joint_motion_attention backward (cpp)";
-  return jmipose::guarded(kWhere, [&]() -> int {
-    if (int status = check_sizes(kWhere, batch, heads, n_m, n_j, head_dim, scale, dtype)) return status;
-    const void* pointers[] = {grad_out_m, q_m, k_m, v_m, out_m, lse_m, grad_q_m, grad_k_m, grad_v_m,
-                              grad_out_j, q_j, k_j, v_j, out_j, lse_j, grad_q_j, grad_k_j, grad_v_j};
-    static const char* const names[] = {"grad_out_m", "q_m", "k_m", "v_m", "out_m", "lse_m", "grad_q_m", "grad_k_m",
-                                        "grad_v_m", "grad_out_j", "q_j", "k_j", "v_j", "out_j", "lse_j", "grad_q_j",
-                                        "grad_k_j", "grad_v_j"};
-    const bool has_m = batch * heads * n_m > 0, has_j = batch * heads * n_j > 0;
-    if (has_m && check_pointers(kWhere, pointers, names, 9)) return 1;
-    if (has_j && check_pointers(kWhere, pointers + 9, names + 9, 9)) return 1;
-    if (dtype == jmipose::kFloat32)
-      return backward_typed<float>(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j,
-                                   mask_m, mask_j, lse_m, lse_j, grad_q_m, grad_k_m, grad_v_m, grad_q_j, grad_k_j,
-                                   grad_v_j, batch, heads, n_m, n_j, head_dim, scale);
-    return backward_typed<double>(grad_out_m, grad_out_j, q_m, k_m, v_m, q_j, k_j, v_j, out_m, out_j, res_m, res_j,
-                                  mask_m, mask_j, lse_m, lse_j, grad_q_m, grad_k_m, grad_v_m, grad_q_j, grad_k_j,
-                                  grad_v_j, batch, heads, n_m, n_j, head_dim, scale);
-  });
+  return jmipose::attention::cpu_entry("joint_motion_attention backward (cpp)", JMA_SIZES, JMA_BACKWARD_TENSORS,
+                                       scale, dtype);
 }

@@ -37,86 +37,77 @@ void pack_key_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int
       buf.values_t[t * kWidth + j] = v[j * d + t];
     }
   for (int64_t j = 0; j < kWidth; ++j)
-    buf.key_bias[j] = j < nk && (mask == nullptr || !mask[j]) ? T(0) : softmax::negative_infinity<T>();
+    buf.key_bias[j] = j < nk && (mask == nullptr || !mask[j]) ? T(0) : attention::negative_infinity<T>();
 }
 
-// probs and score_grads of queries [q0, q0 + nq) against the packed key block.
-template <typename T, typename Blocks>
-void pair_score_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t q0, int64_t nq, T scale,
-                      const BackwardBuffers<T>& buf) {
+// One pair of the key block [k0, k0 + nk) (packed in buf) and the queries [q0, q0 + nq): P and dS
+// (buf.probs, buf.score_grads), then with key_grads dV += P^T dO and dK += dS^T Q for the key block,
+// with query_grads dQ += dS K for the queries.
+template <typename T, typename Kernels>
+void backward_pair(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, int64_t nk, int64_t q0,
+                   int64_t nq, T scale, const BackwardBuffers<T>& buf, bool key_grads, bool query_grads) {
   constexpr int64_t kWidth = kBackwardKeys;
-  const int64_t d = shape.d, row = bh * dir.n_q + q0;
-  Blocks::template gemm<T, false>(nq, kWidth, d, dir.q + row * d, d, buf.keys_t, kWidth, buf.probs, kWidth, false);
-  Blocks::template gemm<T, false>(nq, kWidth, d, dir.grad_out + row * d, d, buf.values_t, kWidth, buf.score_grads,
-                                  kWidth, false);
-  Blocks::probabilities_and_score_grads(buf.probs, buf.score_grads, nq, kWidth, buf.key_bias, dir.lse + row,
-                                        dir.delta + row, scale);
-}
-
-// dV += P^T dO and dK += dS^T Q for the key block [k0, k0 + nk) from queries [q0, q0 + nq).
-template <typename T, typename Blocks>
-void accumulate_key_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, int64_t nk,
-                          int64_t q0, int64_t nq, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, q_row = bh * dir.n_q + q0, k_row = bh * dir.n_k + k0;
-  Blocks::template gemm<T, true>(nk, d, nq, buf.probs, kBackwardKeys, dir.grad_out + q_row * d, d,
-                                 dir.grad_v + k_row * d, d, true);
-  Blocks::template gemm<T, true>(nk, d, nq, buf.score_grads, kBackwardKeys, dir.q + q_row * d, d,
-                                 dir.grad_k + k_row * d, d, true);
+  Kernels::template gemm<T, false>(nq, kWidth, d, dir.q + q_row * d, d, buf.keys_t, kWidth, kGemmCols<T>, buf.probs,
+                                   kWidth, false);
+  Kernels::template gemm<T, false>(nq, kWidth, d, dir.grad_out + q_row * d, d, buf.values_t, kWidth, kGemmCols<T>,
+                                   buf.score_grads, kWidth, false);
+  Kernels::probabilities_and_score_grads(buf.probs, buf.score_grads, nq, kWidth, buf.key_bias, dir.lse + q_row,
+                                        dir.delta + q_row, scale);
+  if (key_grads) {  // P^T and dS^T are read in place (column-major A)
+    Kernels::template gemm<T, true>(nk, d, nq, buf.probs, kWidth, dir.grad_out + q_row * d, d, kGemmCols<T>,
+                                   dir.grad_v + k_row * d, d, true);
+    Kernels::template gemm<T, true>(nk, d, nq, buf.score_grads, kWidth, dir.q + q_row * d, d, kGemmCols<T>,
+                                   dir.grad_k + k_row * d, d, true);
+  }
+  if (query_grads) {
+    Kernels::template gemm<T, false>(nq, d, nk, buf.score_grads, kWidth, dir.k + k_row * d, d, kGemmCols<T>,
+                                    dir.grad_q + q_row * d, d, true);
+  }
 }
 
-// dQ += dS K for the queries [q0, q0 + nq) from the key block [k0, k0 + nk).
-template <typename T, typename Blocks>
-void accumulate_query_grads(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, int64_t nk,
-                            int64_t q0, int64_t nq, const BackwardBuffers<T>& buf) {
-  const int64_t d = shape.d, q_row = bh * dir.n_q + q0, k_row = bh * dir.n_k + k0;
-  Blocks::template gemm<T, false>(nq, d, nk, buf.score_grads, kBackwardKeys, dir.k + k_row * d, d,
-                                  dir.grad_q + q_row * d, d, true);
+// The pairs of the key blocks starting in [k_begin, k_end) and the query blocks starting in
+// [q_begin, q_end) of head bh, key blocks outer (each packed once), in index order (see backward_pair).
+template <typename T, typename Kernels>
+void backward_blocks(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k_begin, int64_t k_end,
+                     int64_t q_begin, int64_t q_end, T scale, const BackwardBuffers<T>& buf, bool key_grads,
+                     bool query_grads) {
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kBackwardKeys) {
+    const int64_t nk = std::min(kBackwardKeys, dir.n_k - k0);
+    pack_key_block(dir, shape, bh, k0, nk, scale, buf);
+    for (int64_t q0 = q_begin; q0 < q_end; q0 += kBackwardQueries) {
+      const int64_t nq = std::min(kBackwardQueries, dir.n_q - q0);
+      backward_pair<T, Kernels>(dir, shape, bh, k0, nk, q0, nq, scale, buf, key_grads, query_grads);
+    }
+  }
 }
 
-// One task does everything of one (direction, head): gradient rows owned by this task only.
-template <typename T, typename Blocks>
+// The three kinds of task: everything of one (direction, head); dK, dV of one key block; dQ of one
+// query block.  Each owns the gradient rows it writes.
+template <typename T, typename Kernels>
 void backward_head(const Direction<T>& dir, const Shape& shape, int64_t bh, T scale, const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d;
   zero(dir.grad_q + bh * dir.n_q * d, dir.n_q * d);
   zero(dir.grad_k + bh * dir.n_k * d, dir.n_k * d);
   zero(dir.grad_v + bh * dir.n_k * d, dir.n_k * d);
-  for (int64_t k0 = 0; k0 < dir.n_k; k0 += kBackwardKeys) {
-    const int64_t nk = std::min(kBackwardKeys, dir.n_k - k0);
-    pack_key_block(dir, shape, bh, k0, nk, scale, buf);
-    for (int64_t q0 = 0; q0 < dir.n_q; q0 += kBackwardQueries) {
-      const int64_t nq = std::min(kBackwardQueries, dir.n_q - q0);
-      pair_score_grads<T, Blocks>(dir, shape, bh, q0, nq, scale, buf);
-      accumulate_key_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
-      accumulate_query_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
-    }
-  }
+  backward_blocks<T, Kernels>(dir, shape, bh, 0, dir.n_k, 0, dir.n_q, scale, buf, true, true);
 }
 
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void backward_key_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t k0, T scale,
                         const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, nk = std::min(kBackwardKeys, dir.n_k - k0), k_row = bh * dir.n_k + k0;
   zero(dir.grad_k + k_row * d, nk * d);
   zero(dir.grad_v + k_row * d, nk * d);
-  pack_key_block(dir, shape, bh, k0, nk, scale, buf);
-  for (int64_t q0 = 0; q0 < dir.n_q; q0 += kBackwardQueries) {
-    const int64_t nq = std::min(kBackwardQueries, dir.n_q - q0);
-    pair_score_grads<T, Blocks>(dir, shape, bh, q0, nq, scale, buf);
-    accumulate_key_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
-  }
+  backward_blocks<T, Kernels>(dir, shape, bh, k0, k0 + 1, 0, dir.n_q, scale, buf, true, false);
 }
 
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void backward_query_block(const Direction<T>& dir, const Shape& shape, int64_t bh, int64_t q0, T scale,
                           const BackwardBuffers<T>& buf) {
   const int64_t d = shape.d, nq = std::min(kBackwardQueries, dir.n_q - q0);
   zero(dir.grad_q + (bh * dir.n_q + q0) * d, nq * d);
-  for (int64_t k0 = 0; k0 < dir.n_k; k0 += kBackwardKeys) {
-    const int64_t nk = std::min(kBackwardKeys, dir.n_k - k0);
-    pack_key_block(dir, shape, bh, k0, nk, scale, buf);
-    pair_score_grads<T, Blocks>(dir, shape, bh, q0, nq, scale, buf);
-    accumulate_query_grads<T, Blocks>(dir, shape, bh, k0, nk, q0, nq, buf);
-  }
+  backward_blocks<T, Kernels>(dir, shape, bh, 0, dir.n_k, q0, q0 + 1, scale, buf, false, true);
 }
 
 // delta_i = dO_i . (out_i - res_i) for every query row of both directions.
@@ -139,7 +130,7 @@ void compute_delta(const Direction<T> (&dirs)[2], const Shape& shape, T* delta0,
 }
 
 // Schedule: (side, head) tasks when they keep >= 3/4 of the threads busy, else the two-pass split.
-template <typename T, typename Blocks>
+template <typename T, typename Kernels>
 void backward(Direction<T> (&dirs)[2], const Shape& shape, T scale) {
   const int64_t heads_total = shape.batch * shape.heads;
   Scratch<T> delta(heads_total * (dirs[0].n_q + dirs[1].n_q));
@@ -172,11 +163,11 @@ void backward(Direction<T> (&dirs)[2], const Shape& shape, T scale) {
         const int64_t local = side == 0 ? task : task - tasks0, per_head = side == 0 ? per_head0 : per_head1;
         const int64_t bh = local / per_head, block = local % per_head;
         if (by_head)
-          backward_head<T, Blocks>(dirs[side], shape, bh, scale, buf);
+          backward_head<T, Kernels>(dirs[side], shape, bh, scale, buf);
         else if (phase == 0)
-          backward_key_block<T, Blocks>(dirs[side], shape, bh, block * kBackwardKeys, scale, buf);
+          backward_key_block<T, Kernels>(dirs[side], shape, bh, block * kBackwardKeys, scale, buf);
         else
-          backward_query_block<T, Blocks>(dirs[side], shape, bh, block * kBackwardQueries, scale, buf);
+          backward_query_block<T, Kernels>(dirs[side], shape, bh, block * kBackwardQueries, scale, buf);
       }
     }
   }

@@ -34,6 +34,16 @@ namespace attention_cuda {
 
 constexpr unsigned kFullWarp = 0xffffffffu;
 
+// This thread's place in the fragment layout: its lane, g = lane / 4 (the row group) and t = lane % 4.
+struct FragmentLane {
+  int lane, g, t;
+};
+
+__device__ __forceinline__ FragmentLane fragment_lane() {
+  const int lane = threadIdx.x & 31;
+  return {lane, lane >> 2, lane & 3};
+}
+
 // Tile shapes of one (dtype, padded head dim) instantiation.  kRows: rows a block owns (queries in the
 // forward and dQ passes, keys in the dK/dV pass), 16 per warp.  kCols: rows streamed per step (keys,
 // or queries in dK/dV).  float32 at D = 128 uses 2 warps so four tiles stay under 99 KB of shared
@@ -50,6 +60,10 @@ struct Tile {
   static constexpr int kColTiles = kCols / 8;  // accumulator n-tiles across the streamed rows
   static constexpr int kDimTiles = D / 8;      // accumulator n-tiles across the head dim
   static constexpr size_t kTileBytes(int rows) { return static_cast<size_t>(rows) * kStride * sizeof(T); }
+  // Bytes of `own` tiles of kRows rows and `streamed` tiles of kCols rows (see shared_tiles).
+  static constexpr size_t kTilesBytes(int own, int streamed) {
+    return own * kTileBytes(kRows) + streamed * kTileBytes(kCols);
+  }
 };
 
 #if defined(JMIPOSE_CUDA_EMULATION)
@@ -165,9 +179,7 @@ __device__ __forceinline__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4
 template <typename T, int D, int NT>
 __device__ __forceinline__ void gemm_abt(float (&acc)[NT][4], const T* a_tile, int a_row0, const T* b_tile) {
   constexpr int S = Tile<T, D>::kStride;
-  const int lane = threadIdx.x & 31;
-  const int g = lane >> 2;
-  const int t = lane & 3;
+  const auto [lane, g, t] = fragment_lane();
   if constexpr (use_tensor_cores<T>()) {
 #pragma unroll
     for (int k0 = 0; k0 < D; k0 += 16) {
@@ -207,9 +219,7 @@ template <typename T, int D, int KT>
 __device__ __forceinline__ void gemm_pb(float (&acc)[D / 8][4], const float (&p)[KT][4], const T* b_tile) {
   static_assert(KT % 2 == 0, "gemm_pb: P must span whole 16-column chunks");
   constexpr int S = Tile<T, D>::kStride;
-  const int lane = threadIdx.x & 31;
-  const int g = lane >> 2;
-  const int t = lane & 3;
+  const auto [lane, g, t] = fragment_lane();
   if constexpr (use_tensor_cores<T>()) {
 #pragma unroll
     for (int kk = 0; kk < KT / 2; ++kk) {
@@ -253,8 +263,29 @@ __device__ __forceinline__ void gemm_pb(float (&acc)[D / 8][4], const float (&p)
 }
 
 // Row (g or g + 8) and column (2t or 2t + 1) inside the 16 x 8 n-tile of accumulator element i.
-__device__ __forceinline__ int fragment_row(int i) { return ((threadIdx.x & 31) >> 2) + (i >> 1) * 8; }
-__device__ __forceinline__ int fragment_col(int i) { return 2 * (threadIdx.x & 3) + (i & 1); }
+__device__ __forceinline__ int fragment_row(int i) { return fragment_lane().g + (i >> 1) * 8; }
+__device__ __forceinline__ int fragment_col(int i) { return 2 * fragment_lane().t + (i & 1); }
+
+// f(nt, i) for each element [nt][i] of this thread's part of an accumulator of NT n-tiles.
+template <int NT, typename F>
+__device__ __forceinline__ void for_each_element(F&& f) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) f(nt, i);
+  }
+}
+
+// f(row, col, dt, i) for each element [dt][i] of this thread's part of a 16-row accumulator over the
+// head dim (DT n-tiles) whose row = first_row + fragment_row(i) < n_rows and col < head_dim.
+template <int DT, typename F>
+__device__ __forceinline__ void for_each_output(int64_t first_row, int64_t n_rows, int head_dim, F&& f) {
+  for_each_element<DT>([&](int dt, int i) {
+    const int64_t row = first_row + fragment_row(i);
+    const int col = dt * 8 + fragment_col(i);
+    if (row < n_rows && col < head_dim) f(row, col, dt, i);
+  });
+}
 
 }  // namespace attention_cuda
 }  // namespace jmipose

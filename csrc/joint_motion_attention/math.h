@@ -43,17 +43,20 @@ JMIPOSE_HOST_DEVICE T masked_score(T score, bool key_is_masked) {
   return key_is_masked ? negative_infinity<T>() : score;
 }
 
-// The value subtracted from scores before exponentiation: the running max, or 0 while no unmasked
-// key has been seen (max = -inf), so exp(-inf - 0) = 0 instead of exp(-inf - (-inf)) = NaN.
+// The value subtracted from scores before exponentiation: the forward's running max m or the
+// backward's lse, or 0 when that is -inf (no unmasked key seen yet, or a fully masked row, whose
+// scores are all -inf), so exp(-inf - 0) = 0 instead of exp(-inf - (-inf)) = NaN.
 template <typename T>
-JMIPOSE_HOST_DEVICE T softmax_shift(T running_max) {
-  return running_max == negative_infinity<T>() ? T(0) : running_max;
+JMIPOSE_HOST_DEVICE T score_shift(T max_or_lse) {
+  return max_or_lse == negative_infinity<T>() ? T(0) : max_or_lse;
 }
 
-// Un-normalised probability exp(s - m) of one score under the running max m.
+// exp(s - shift): the forward's un-normalised weight exp(s - m) under the running max m, and the
+// backward's recomputed probability p_ij = exp(s_ij - lse_i); 0 for masked keys (s = -inf) and
+// fully masked rows.
 template <typename T>
-JMIPOSE_HOST_DEVICE T online_softmax_weight(T score, T running_max) {
-  return exp_of(score - softmax_shift(running_max));
+JMIPOSE_HOST_DEVICE T shifted_exp(T score, T max_or_lse) {
+  return exp_of(score - score_shift(max_or_lse));
 }
 
 // Folds a block whose largest score is block_max into the running max; returns alpha, the factor
@@ -67,15 +70,6 @@ JMIPOSE_HOST_DEVICE T online_softmax_rescale(T& running_max, T block_max) {
   return alpha;
 }
 
-// The whole per-row update for a block: new max, rescaled sum plus the block's weight sum.
-// Returns alpha for the accumulator.
-template <typename T>
-JMIPOSE_HOST_DEVICE T online_softmax_update(T& running_max, T& running_sum, T block_max, T block_weight_sum) {
-  const T alpha = online_softmax_rescale(running_max, block_max);
-  running_sum = running_sum * alpha + block_weight_sum;
-  return alpha;
-}
-
 // 1 / l, or 0 for a row with no unmasked key (its output is then 0 + residual).
 template <typename T>
 JMIPOSE_HOST_DEVICE T online_softmax_inverse_sum(T running_sum) {
@@ -86,19 +80,6 @@ JMIPOSE_HOST_DEVICE T online_softmax_inverse_sum(T running_sum) {
 template <typename T>
 JMIPOSE_HOST_DEVICE T online_softmax_lse(T running_max, T running_sum) {
   return running_sum > T(0) ? running_max + log_of(running_sum) : negative_infinity<T>();
-}
-
-// The value subtracted from scores when backward recomputes probabilities from the lse: lse, or 0
-// for a fully masked row (whose scores are all -inf, so every probability comes out 0).
-template <typename T>
-JMIPOSE_HOST_DEVICE T lse_shift(T lse) {
-  return lse == negative_infinity<T>() ? T(0) : lse;
-}
-
-// p_ij = exp(s_ij - lse_i), recomputed in backward; 0 for masked keys and fully masked rows.
-template <typename T>
-JMIPOSE_HOST_DEVICE T probability_from_lse(T score, T lse) {
-  return exp_of(score - lse_shift(lse));
 }
 
 // Gradient of the score s_ij (before the scale): p_ij (dp_ij - delta_i).

@@ -23,91 +23,67 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/abi_check.h"
+#include "common/cpu_isa.h"
 #include "common/error.h"
 #include "common/macros.h"
-#include "joint_region_gather/cpu_kernels.h"
+#include "joint_region_gather/abi.h"
 #include "joint_region_gather/math.h"
 
 namespace jmipose {
 namespace jrg {
 namespace {
 
-constexpr int64_t kForwardTile = 60;   // output pixels per tile (a multiple of kMR)
+constexpr int64_t kForwardTile = 60;   // output pixels per tile (a multiple of cpu::kGemmRows)
 constexpr int64_t kBackwardTile = 60;
+using cpu::kGemmCols;
 
-struct Sizes {
-  int64_t batch, in_channels, height, width, out_channels, kernel_h, kernel_w, out_h, out_w;
-  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups;
+// Everything a tile kernel needs to know about the problem: the sizes of the call and what follows.
+struct Geometry : Sizes {
+  int64_t taps, out_pixels, in_per_group, out_per_group, in_per_offset_group;
+  int64_t col_stride;  // elements per column-tile row: taps * in_channels
 };
 
-bool product_fits(std::initializer_list<int64_t> factors) {
-  int64_t total = 1;
-  for (int64_t f : factors) {
-    if (__builtin_mul_overflow(total, f, &total) || total > (int64_t(1) << 52)) return false;
-  }
-  return true;
-}
+// A contiguous run of input channels [begin, end) inside one offset group and one conv group; its
+// samples of tap k land at column (conv_group*taps + k)*in_per_group + (begin - conv_group*in_per_group).
+struct ChannelRun {
+  int64_t offset_group, conv_group, begin, end;
+};
 
-// Defensive size checks (Python checks first with friendlier messages); returns 0 or fail(...).
-int validate(const Sizes& s, const char* where) {
-  if (s.batch < 0) return fail("%s: batch must be >= 0, got %lld", where, (long long)s.batch);
-  const struct { const char* name; int64_t value; int64_t min; } limits[] = {
-      {"in_channels", s.in_channels, 1}, {"height", s.height, 1},     {"width", s.width, 1},
-      {"out_channels", s.out_channels, 1}, {"kernel_h", s.kernel_h, 1}, {"kernel_w", s.kernel_w, 1},
-      {"out_h", s.out_h, 1},             {"out_w", s.out_w, 1},       {"stride_h", s.stride_h, 1},
-      {"stride_w", s.stride_w, 1},       {"pad_h", s.pad_h, 0},       {"pad_w", s.pad_w, 0},
-      {"dil_h", s.dil_h, 1},             {"dil_w", s.dil_w, 1},       {"groups", s.groups, 1},
-      {"offset_groups", s.offset_groups, 1}};
-  for (const auto& l : limits) {
-    if (l.value < l.min || l.value > (int64_t(1) << 30)) {
-      return fail("%s: %s must be in [%lld, 2^30], got %lld", where, l.name, (long long)l.min, (long long)l.value);
-    }
-  }
-  if (s.in_channels % s.groups != 0 || s.out_channels % s.groups != 0) {
-    return fail("%s: in_channels (%lld) and out_channels (%lld) must be divisible by groups (%lld)", where,
-                (long long)s.in_channels, (long long)s.out_channels, (long long)s.groups);
-  }
-  if (s.in_channels % s.offset_groups != 0) {
-    return fail("%s: in_channels (%lld) must be divisible by offset_groups (%lld)", where, (long long)s.in_channels,
-                (long long)s.offset_groups);
-  }
-  const int64_t span_h = s.dil_h * (s.kernel_h - 1) + 1, span_w = s.dil_w * (s.kernel_w - 1) + 1;
-  const int64_t expect_h = (s.height + 2 * s.pad_h - span_h) / s.stride_h + 1;
-  const int64_t expect_w = (s.width + 2 * s.pad_w - span_w) / s.stride_w + 1;
-  if (s.height + 2 * s.pad_h < span_h || s.width + 2 * s.pad_w < span_w || s.out_h != expect_h ||
-      s.out_w != expect_w) {
-    return fail("%s: output size (%lld, %lld) does not match the convolution of (%lld, %lld) (expected %lld, %lld)",
-                where, (long long)s.out_h, (long long)s.out_w, (long long)s.height, (long long)s.width,
-                (long long)expect_h, (long long)expect_w);
-  }
-  if (!product_fits({s.batch, s.in_channels, s.height, s.width}) ||
-      !product_fits({s.batch, s.out_channels, s.out_h, s.out_w}) ||
-      !product_fits({s.batch, 2 * s.offset_groups, s.kernel_h, s.kernel_w, s.out_h, s.out_w}) ||
-      !product_fits({s.out_channels, s.in_channels, s.kernel_h, s.kernel_w, kBackwardTile})) {
-    return fail("%s: tensor sizes too large", where);
-  }
-  return 0;
+// Where a tap of an output pixel samples, and its modulation (1 without a mask).
+template <typename T>
+struct TapSample {
+  T y, x, modulation;
+};
+
+}  // namespace
+}  // namespace jrg
+}  // namespace jmipose
+
+// The tile kernels, compiled for AVX2+FMA and for the portable baseline (common/cpu_isa.h).
+#define JMIPOSE_CPU_KERNELS_NAMESPACE jmipose::jrg
+#define JMIPOSE_CPU_KERNELS_HEADER "joint_region_gather/cpu_kernels.h"
+#include "common/cpu_isa_kernels.h"
+
+namespace jmipose {
+namespace jrg {
+namespace {
+
+// Tensor sizes are bounded so that every flat index (and the scratch of a work item) fits int64 with
+// room to spare.
+constexpr int64_t kMaxElements = int64_t(1) << 52;
+
+int check_cpu_sizes(const Sizes& s, const char* where) {
+  if (int status = jrg::check_sizes(s, where, kMaxElements)) return status;
+  return abi::check_elements(where, "the packed weights of a backward tile",
+                             {s.out_channels, s.in_channels, s.kernel_h, s.kernel_w, kBackwardTile}, kMaxElements);
 }
 
 Geometry geometry_of(const Sizes& s) {
   Geometry g;
-  g.in_channels = s.in_channels;
-  g.height = s.height;
-  g.width = s.width;
-  g.out_channels = s.out_channels;
-  g.kernel_h = s.kernel_h;
-  g.kernel_w = s.kernel_w;
+  static_cast<Sizes&>(g) = s;
   g.taps = s.kernel_h * s.kernel_w;
-  g.out_w = s.out_w;
   g.out_pixels = s.out_h * s.out_w;
-  g.stride_h = s.stride_h;
-  g.stride_w = s.stride_w;
-  g.pad_h = s.pad_h;
-  g.pad_w = s.pad_w;
-  g.dil_h = s.dil_h;
-  g.dil_w = s.dil_w;
-  g.groups = s.groups;
-  g.offset_groups = s.offset_groups;
   g.in_per_group = s.in_channels / s.groups;
   g.out_per_group = s.out_channels / s.groups;
   g.in_per_offset_group = s.in_channels / s.offset_groups;
@@ -131,59 +107,43 @@ std::vector<ChannelRun> channel_runs(const Geometry& g) {
   return runs;
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Forward weights: per conv group, panels of kNR output channels, [panel][k*cpg + c][kNR] (zero pad).
+// The weights of each conv group as the B operand of a GEMM, in panels of kGemmCols columns
+// ([group][panel][row][kGemmCols], zero-padded): transposed (rows k*cpg + c, columns o) for the
+// forward's columns x W^T, or as they are (rows o, columns k*cpg + c) for the backward's grad_out x W.
 template <typename T>
-std::vector<T> pack_forward_weights(const Geometry& g, const T* weight) {
-  constexpr int64_t NR = kNR<T>;
-  const int64_t depth = g.taps * g.in_per_group, panels = ceil_div(g.out_per_group, NR);
-  std::vector<T> packed(g.groups * panels * depth * NR + NR, T(0));
+std::vector<T> pack_weights(const Geometry& g, const T* weight, bool transposed) {
+  constexpr int64_t NR = kGemmCols<T>;
+  const int64_t depth = g.taps * g.in_per_group;
+  const int64_t rows = transposed ? depth : g.out_per_group;
+  const int64_t panels = ceil_div(transposed ? g.out_per_group : depth, NR);
+  std::vector<T> packed(g.groups * panels * rows * NR + NR, T(0));
   for (int64_t gr = 0; gr < g.groups; ++gr)
     for (int64_t o = 0; o < g.out_per_group; ++o)
       for (int64_t c = 0; c < g.in_per_group; ++c)
         for (int64_t k = 0; k < g.taps; ++k) {
-          const T w = weight[((gr * g.out_per_group + o) * g.in_per_group + c) * g.taps + k];
-          packed[((gr * panels + o / NR) * depth + k * g.in_per_group + c) * NR + o % NR] = w;
-        }
-  return packed;
-}
-
-// Backward weights (for grad_out x W): per conv group, panels of kNR columns k*cpg + c, [panel][o][kNR].
-template <typename T>
-std::vector<T> pack_backward_weights(const Geometry& g, const T* weight) {
-  constexpr int64_t NR = kNR<T>;
-  const int64_t depth = g.taps * g.in_per_group, panels = ceil_div(depth, NR);
-  std::vector<T> packed(g.groups * panels * g.out_per_group * NR + NR, T(0));
-  for (int64_t gr = 0; gr < g.groups; ++gr)
-    for (int64_t o = 0; o < g.out_per_group; ++o)
-      for (int64_t c = 0; c < g.in_per_group; ++c)
-        for (int64_t k = 0; k < g.taps; ++k) {
-          const T w = weight[((gr * g.out_per_group + o) * g.in_per_group + c) * g.taps + k];
           const int64_t column = k * g.in_per_group + c;
-          packed[((gr * panels + column / NR) * g.out_per_group + o) * NR + column % NR] = w;
+          const int64_t row = transposed ? column : o, col = transposed ? o : column;
+          packed[((gr * panels + col / NR) * rows + row) * NR + col % NR] =
+              weight[((gr * g.out_per_group + o) * g.in_per_group + c) * g.taps + k];
         }
   return packed;
 }
 
-// [C][P] -> [P][C] (and back), in blocks so both sides stay in cache.
-template <typename T>
-void to_channels_last(const T* src, int64_t channels, int64_t pixels, T* dst) {
+// One image between channels-first [C][P] and channels-last [P][C], in blocks of pixels so both sides
+// stay in cache.
+template <bool kToChannelsLast, typename T>
+void change_layout(const T* src, int64_t channels, int64_t pixels, T* dst) {
   constexpr int64_t kBlock = 64;
   for (int64_t p0 = 0; p0 < pixels; p0 += kBlock) {
     const int64_t p1 = std::min(pixels, p0 + kBlock);
     for (int64_t c = 0; c < channels; ++c)
-      for (int64_t p = p0; p < p1; ++p) dst[p * channels + c] = src[c * pixels + p];
-  }
-}
-
-template <typename T>
-void to_channels_first(const T* src, int64_t channels, int64_t pixels, T* dst) {
-  constexpr int64_t kBlock = 64;
-  for (int64_t p0 = 0; p0 < pixels; p0 += kBlock) {
-    const int64_t p1 = std::min(pixels, p0 + kBlock);
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t p = p0; p < p1; ++p) dst[c * pixels + p] = src[p * channels + c];
+      for (int64_t p = p0; p < p1; ++p) {
+        if constexpr (kToChannelsLast) {
+          dst[p * channels + c] = src[c * pixels + p];
+        } else {
+          dst[c * pixels + p] = src[p * channels + c];
+        }
+      }
   }
 }
 
@@ -204,19 +164,19 @@ WorkSplit split_work(int64_t batch, int64_t out_pixels, int64_t tile) {
   return w;
 }
 
-template <typename T>
+template <typename T, typename Kernels>
 int forward(const Sizes& s, const T* input, const T* offset, const T* mask, const T* weight, const T* bias,
             T* output) {
   const Geometry g = geometry_of(s);
   const std::vector<ChannelRun> runs = channel_runs(g);
-  const std::vector<T> packed = pack_forward_weights(g, weight);
+  const std::vector<T> packed = pack_weights(g, weight, true);
   const int64_t image_size = s.in_channels * s.height * s.width;
-  const int64_t col_size = kForwardTile * g.col_stride + kNR<T>;
+  const int64_t col_size = kForwardTile * g.col_stride + kGemmCols<T>;
   const int64_t out_size = kForwardTile * s.out_channels;
   const int64_t per_thread = image_size + col_size + out_size;
   const WorkSplit work = split_work(s.batch, g.out_pixels, kForwardTile);
   std::vector<T> scratch(per_thread * work.threads, T(0));  // allocated here: no throw inside OpenMP
-  const int64_t depth = g.taps * g.in_per_group, panels = ceil_div(g.out_per_group, kNR<T>);
+  const int64_t depth = g.taps * g.in_per_group, panels = ceil_div(g.out_per_group, kGemmCols<T>);
 
 #pragma omp parallel num_threads(work.threads)
   {
@@ -226,17 +186,19 @@ int forward(const Sizes& s, const T* input, const T* offset, const T* mask, cons
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < work.items; ++item) {
       const int64_t b = item / work.chunks, chunk = item % work.chunks;
-      to_channels_last(input + b * image_size, s.in_channels, s.height * s.width, image);
+      change_layout<true>(input + b * image_size, s.in_channels, s.height * s.width, image);
       const T* offset_b = offset + b * 2 * s.offset_groups * g.taps * g.out_pixels;
       const T* mask_b = mask != nullptr ? mask + b * s.offset_groups * g.taps * g.out_pixels : nullptr;
       T* output_b = output + b * s.out_channels * g.out_pixels;
       for (int64_t t = work.first_tile(chunk); t < work.first_tile(chunk + 1); ++t) {
         const int64_t first = t * kForwardTile, count = std::min(kForwardTile, g.out_pixels - first);
-        sample_columns(g, runs.data(), static_cast<int64_t>(runs.size()), image, offset_b, mask_b, first, count, col);
+        Kernels::sample_columns(g, runs.data(), static_cast<int64_t>(runs.size()), image, offset_b, mask_b, first,
+                                count, col);
         for (int64_t gr = 0; gr < g.groups; ++gr) {
-          gemm(count, g.out_per_group, depth, col + gr * depth, g.col_stride, int64_t(1),
-               packed.data() + gr * panels * depth * kNR<T>, int64_t(kNR<T>), depth * kNR<T>,
-               out_tile + gr * g.out_per_group, s.out_channels, false);
+          Kernels::template gemm<T, false>(count, g.out_per_group, depth, col + gr * depth, g.col_stride,
+                                           packed.data() + gr * panels * depth * kGemmCols<T>, kGemmCols<T>,
+                                           depth * kGemmCols<T>, out_tile + gr * g.out_per_group, s.out_channels,
+                                           false);
         }
         for (int64_t o = 0; o < s.out_channels; ++o) {
           const T b_o = bias != nullptr ? bias[o] : T(0);
@@ -268,7 +230,7 @@ void bias_gradient(const Sizes& s, const T* grad_output, T* grad_bias) {
   }
 }
 
-template <typename T>
+template <typename T, typename Kernels>
 int backward(const Sizes& s, const T* grad_output, const T* input, const T* offset, const T* mask, const T* weight,
              T* grad_input, T* grad_offset, T* grad_mask, T* grad_weight, T* grad_bias) {
   if (grad_bias != nullptr) bias_gradient(s, grad_output, grad_bias);
@@ -277,10 +239,10 @@ int backward(const Sizes& s, const T* grad_output, const T* input, const T* offs
   if (!need_cg && !need_col) return 0;
   const Geometry g = geometry_of(s);
   const std::vector<ChannelRun> runs = channel_runs(g);
-  const std::vector<T> packed = need_cg ? pack_backward_weights(g, weight) : std::vector<T>();
+  const std::vector<T> packed = need_cg ? pack_weights(g, weight, false) : std::vector<T>();
   const int64_t pixels = s.height * s.width, image_size = s.in_channels * pixels;
-  const int64_t depth = g.taps * g.in_per_group, panels = ceil_div(depth, kNR<T>);
-  const int64_t tile_size = kBackwardTile * g.col_stride + kNR<T>;
+  const int64_t depth = g.taps * g.in_per_group, panels = ceil_div(depth, kGemmCols<T>);
+  const int64_t tile_size = kBackwardTile * g.col_stride + kGemmCols<T>;
   const int64_t weight_size = s.out_channels * depth;
   const WorkSplit work = split_work(s.batch, g.out_pixels, kBackwardTile);
   const bool private_grad_image = grad_input != nullptr && work.chunks == 1;
@@ -304,7 +266,7 @@ int backward(const Sizes& s, const T* grad_output, const T* input, const T* offs
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < work.items; ++item) {
       const int64_t b = item / work.chunks, chunk = item % work.chunks;
-      to_channels_last(input + b * image_size, s.in_channels, pixels, image);
+      change_layout<true>(input + b * image_size, s.in_channels, pixels, image);
       T* grad_image = private_grad_image ? buffers[5] : (grad_input != nullptr ? chunk_grads.data() + item * image_size : nullptr);
       if (grad_image != nullptr) std::fill(grad_image, grad_image + image_size, T(0));
       const int64_t offset_stride = 2 * s.offset_groups * g.taps * g.out_pixels;
@@ -319,19 +281,20 @@ int backward(const Sizes& s, const T* grad_output, const T* input, const T* offs
           for (int64_t p = 0; p < count; ++p)
             grad_out_tile[p * s.out_channels + o] = grad_out_b[o * g.out_pixels + first + p];
         for (int64_t gr = 0; need_cg && gr < g.groups; ++gr) {
-          gemm(count, depth, g.out_per_group, grad_out_tile + gr * g.out_per_group, s.out_channels, int64_t(1),
-               packed.data() + gr * panels * g.out_per_group * kNR<T>, int64_t(kNR<T>), g.out_per_group * kNR<T>,
-               cg_tile + gr * depth, g.col_stride, false);
+          Kernels::template gemm<T, false>(count, depth, g.out_per_group, grad_out_tile + gr * g.out_per_group,
+                                           s.out_channels, packed.data() + gr * panels * g.out_per_group * kGemmCols<T>,
+                                           kGemmCols<T>, g.out_per_group * kGemmCols<T>, cg_tile + gr * depth,
+                                           g.col_stride, false);
         }
-        backward_columns(g, runs.data(), static_cast<int64_t>(runs.size()), image, offset + b * offset_stride, mask_b,
-                         first, count, cg_tile, col_tile, grad_image, grad_offset_b, grad_mask_b);
-        for (int64_t gr = 0; need_col && gr < g.groups; ++gr) {
-          gemm(g.out_per_group, depth, count, grad_out_tile + gr * g.out_per_group, int64_t(1), s.out_channels,
-               col_tile + gr * depth, g.col_stride, int64_t(kNR<T>), weight_partial + gr * g.out_per_group * depth,
-               depth, true);
+        Kernels::backward_columns(g, runs.data(), static_cast<int64_t>(runs.size()), image, offset + b * offset_stride,
+                                  mask_b, first, count, cg_tile, col_tile, grad_image, grad_offset_b, grad_mask_b);
+        for (int64_t gr = 0; need_col && gr < g.groups; ++gr) {  // grad_out^T (read in place) x columns
+          Kernels::template gemm<T, true>(g.out_per_group, depth, count, grad_out_tile + gr * g.out_per_group,
+                                          s.out_channels, col_tile + gr * depth, g.col_stride, kGemmCols<T>,
+                                          weight_partial + gr * g.out_per_group * depth, depth, true);
         }
       }
-      if (private_grad_image) to_channels_first(grad_image, s.in_channels, pixels, grad_input + b * image_size);
+      if (private_grad_image) change_layout<false>(grad_image, s.in_channels, pixels, grad_input + b * image_size);
     }
     if (grad_input != nullptr && work.chunks > 1) {
       // Sum the chunks of each image in chunk order (deterministic), then back to channels-first.
@@ -368,35 +331,22 @@ int backward(const Sizes& s, const T* grad_output, const T* input, const T* offs
 }  // namespace jrg
 }  // namespace jmipose
 
-#define JRG_SIZES                                                                                         \
-  jmipose::jrg::Sizes {                                                                                   \
-    batch, in_channels, height, width, out_channels, kernel_h, kernel_w, out_h, out_w, stride_h, stride_w, \
-        pad_h, pad_w, dil_h, dil_w, groups, offset_groups                                                 \
-  }
-
 JMIPOSE_API int jmipose_joint_region_gather_forward_cpu(const void* input, const void* offset, const void* mask,
                                                         const void* weight, const void* bias, void* output,
                                                         JRG_SIZE_PARAMS, int32_t dtype) {
   const char* where = "joint_region_gather forward (cpp)";
   return jmipose::guarded(where, [&]() -> int {
-    const jmipose::jrg::Sizes sizes = JRG_SIZES;
-    if (int status = jmipose::jrg::validate(sizes, where)) return status;
+    namespace jrg = jmipose::jrg;
+    const jrg::Sizes sizes = JRG_SIZES;
+    if (int status = jrg::check_cpu_sizes(sizes, where)) return status;
     if (batch == 0) return 0;
-    if (input == nullptr || offset == nullptr || weight == nullptr || output == nullptr) {
-      return jmipose::fail("%s: input, offset, weight and output must not be NULL", where);
-    }
-    switch (dtype) {
-      case jmipose::kFloat32:
-        return jmipose::jrg::forward(sizes, static_cast<const float*>(input), static_cast<const float*>(offset),
-                                     static_cast<const float*>(mask), static_cast<const float*>(weight),
-                                     static_cast<const float*>(bias), static_cast<float*>(output));
-      case jmipose::kFloat64:
-        return jmipose::jrg::forward(sizes, static_cast<const double*>(input), static_cast<const double*>(offset),
-                                     static_cast<const double*>(mask), static_cast<const double*>(weight),
-                                     static_cast<const double*>(bias), static_cast<double*>(output));
-      default:
-        return jmipose::fail("%s: dtype code %d is not supported on the CPU (float32, float64)", where, dtype);
-    }
+    if (int status = jrg::check_forward_pointers(where, input, offset, weight, output)) return status;
+    return jrg::dispatch_cpu(dtype, where, [&](auto zero, auto kernels) {
+      using T = decltype(zero);
+      return jrg::forward<T, decltype(kernels)>(sizes, static_cast<const T*>(input), static_cast<const T*>(offset),
+                                                static_cast<const T*>(mask), static_cast<const T*>(weight),
+                                                static_cast<const T*>(bias), static_cast<T*>(output));
+    });
   });
 }
 
@@ -407,27 +357,18 @@ JMIPOSE_API int jmipose_joint_region_gather_backward_cpu(const void* grad_output
                                                          int32_t dtype) {
   const char* where = "joint_region_gather backward (cpp)";
   return jmipose::guarded(where, [&]() -> int {
-    const jmipose::jrg::Sizes sizes = JRG_SIZES;
-    if (int status = jmipose::jrg::validate(sizes, where)) return status;
+    namespace jrg = jmipose::jrg;
+    const jrg::Sizes sizes = JRG_SIZES;
+    if (int status = jrg::check_cpu_sizes(sizes, where)) return status;
     if (grad_mask != nullptr && mask == nullptr) return jmipose::fail("%s: grad_mask needs a mask", where);
-    if (grad_output == nullptr || input == nullptr || offset == nullptr || weight == nullptr) {
-      return jmipose::fail("%s: grad_output, input, offset and weight must not be NULL", where);
-    }
-    switch (dtype) {
-      case jmipose::kFloat32:
-        return jmipose::jrg::backward(
-            sizes, static_cast<const float*>(grad_output), static_cast<const float*>(input),
-            static_cast<const float*>(offset), static_cast<const float*>(mask), static_cast<const float*>(weight),
-            static_cast<float*>(grad_input), static_cast<float*>(grad_offset), static_cast<float*>(grad_mask),
-            static_cast<float*>(grad_weight), static_cast<float*>(grad_bias));
-      case jmipose::kFloat64:
-        return jmipose::jrg::backward(
-            sizes, static_cast<const double*>(grad_output), static_cast<const double*>(input),
-            static_cast<const double*>(offset), static_cast<const double*>(mask), static_cast<const double*>(weight),
-            static_cast<double*>(grad_input), static_cast<double*>(grad_offset), static_cast<double*>(grad_mask),
-            static_cast<double*>(grad_weight), static_cast<double*>(grad_bias));
-      default:
-        return jmipose::fail("%s: dtype code %d is not supported on the CPU (float32, float64)", where, dtype);
-    }
+    if (int status = jrg::check_backward_pointers(where, grad_output, input, offset, weight)) return status;
+    return jrg::dispatch_cpu(dtype, where, [&](auto zero, auto kernels) {
+      using T = decltype(zero);
+      return jrg::backward<T, decltype(kernels)>(
+          sizes, static_cast<const T*>(grad_output), static_cast<const T*>(input), static_cast<const T*>(offset),
+          static_cast<const T*>(mask), static_cast<const T*>(weight), static_cast<T*>(grad_input),
+          static_cast<T*>(grad_offset), static_cast<T*>(grad_mask), static_cast<T*>(grad_weight),
+          static_cast<T*>(grad_bias));
+    });
   });
 }

@@ -1,188 +1,18 @@
-// joint_region_gather on the CPU: the per-tile micro-kernels that cpu.cpp's OpenMP drivers call.
+// joint_region_gather on the CPU: the per-tile micro-kernels that cpu.cpp's OpenMP drivers call, as
+// static members of `Kernels` (with the GEMM of common/cpu_gemm.h).
 //
 // A tile is a run of consecutive output pixels of one image.  Its column tile col[p][gr][k][c] holds
 // the modulated bilinear samples of every tap k and input channel c (grouped by conv group gr so
 // each group's reduction dimension K*Cin/groups is contiguous); the image is read channels-last
 // ([H*W][Cin]) so one sampling point feeds a contiguous run of channels.  Every function here is
-// free of OpenMP and compiled twice (AVX2+FMA and the portable baseline, JMIPOSE_CPU_CLONES).
-#pragma once
-
-#include <cstdint>
-#include <cstring>
-
-#include "common/macros.h"
-#include "joint_region_gather/math.h"
-
-// 32-byte vectors are passed and returned only between always-inline functions here, so the
-// baseline clone's ABI for them never matters.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-namespace jmipose {
-namespace jrg {
-// Internal linkage: only cpu.cpp includes this header, and GCC would otherwise export the ifunc
-// symbols of the cloned templates from the library despite -fvisibility=hidden.
-namespace {
-
-#define JRG_INLINE inline __attribute__((always_inline))
-// Everything a cloned kernel calls must be inlined into it: an out-of-line callee (a lambda
-// included) would be compiled for the baseline target only.
-#define JRG_LAMBDA_INLINE __attribute__((always_inline))
-#define JRG_KERNEL JMIPOSE_CPU_CLONES
-
-template <typename T>
-struct SimdOf;
-template <>
-struct SimdOf<float> {
-  typedef float type __attribute__((vector_size(32)));
-};
-template <>
-struct SimdOf<double> {
-  typedef double type __attribute__((vector_size(32)));
-};
-template <typename T>
-using Simd = typename SimdOf<T>::type;
-template <typename T>
-struct HalfSimdOf {
-  typedef T type __attribute__((vector_size(16)));
-};
-template <typename T>
-using HalfSimd = typename HalfSimdOf<T>::type;
-template <typename T>
-constexpr int kLanes = 32 / static_cast<int>(sizeof(T));
-
-// Register block of the GEMM micro-kernel: kMR rows x (2 vectors) columns = 12 accumulators.
-constexpr int kMR = 6;
-template <typename T>
-constexpr int kNR = 2 * kLanes<T>;
-
-template <typename T>
-JRG_INLINE Simd<T> load(const T* p) {
-  Simd<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-template <typename T>
-JRG_INLINE void store(T* p, const Simd<T>& v) {
-  std::memcpy(p, &v, sizeof(v));
-}
-template <typename T>
-JRG_INLINE T horizontal_sum(const Simd<T>& v) {
-  T sum = T(0);
-  for (int i = 0; i < kLanes<T>; ++i) sum += v[i];
-  return sum;
-}
-// Loads, stores and sums for any width V: a full vector, a half vector or the scalar T itself.
-template <typename V, typename T>
-JRG_INLINE V load_as(const T* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-template <typename V, typename T>
-JRG_INLINE void store_as(T* p, const V& v) {
-  std::memcpy(p, &v, sizeof(v));
-}
-template <typename T, typename V>
-JRG_INLINE T sum_lanes(const V& v) {
-  if constexpr (sizeof(V) == sizeof(T)) {
-    return v;
-  } else {
-    T sum = T(0);
-    for (int i = 0; i < static_cast<int>(sizeof(V) / sizeof(T)); ++i) sum += v[i];
-    return sum;
-  }
-}
-
-// Everything a tile kernel needs to know about the problem (sizes of one call).
-struct Geometry {
-  int64_t in_channels, height, width, out_channels, kernel_h, kernel_w, taps, out_w, out_pixels;
-  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
-  int64_t groups, offset_groups, in_per_group, out_per_group, in_per_offset_group;
-  int64_t col_stride;  // elements per column-tile row: taps * in_channels
-};
-
-// C[i][j] (+)= sum_q A[i*a_row + q*a_col] * B[q*b_row + j] for i < MR, j < n <= kNR.
-// B may be read up to kNR - 1 elements past column n of each row (callers guarantee the memory).
-template <typename T, int MR>
-JRG_INLINE void micro_kernel(int64_t depth, const T* a, int64_t a_row, int64_t a_col, const T* b, int64_t b_row,
-                             T* c, int64_t c_row, int64_t n, bool accumulate) {
-  constexpr int L = kLanes<T>;
-  Simd<T> acc0[MR], acc1[MR];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = Simd<T>{};
-  for (int64_t q = 0; q < depth; ++q) {
-    const Simd<T> b0 = load(b + q * b_row);
-    const Simd<T> b1 = load(b + q * b_row + L);
-    const T* a_q = a + q * a_col;
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const T a_iq = a_q[i * a_row];
-      acc0[i] += a_iq * b0;
-      acc1[i] += a_iq * b1;
-    }
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-    T* c_i = c + i * c_row;
-    if (n == 2 * L) {
-      if (accumulate) {
-        acc0[i] += load(c_i);
-        acc1[i] += load(c_i + L);
-      }
-      store<T>(c_i, acc0[i]);
-      store<T>(c_i + L, acc1[i]);
-    } else {
-      T lanes[2 * L];
-      store<T>(lanes, acc0[i]);
-      store<T>(lanes + L, acc1[i]);
-      for (int64_t j = 0; j < n; ++j) c_i[j] = accumulate ? c_i[j] + lanes[j] : lanes[j];
-    }
-  }
-}
-
-// C[m x n] (+)= A[m x depth] B[depth x n].  B's columns come in panels of kNR: panel j starts at
-// b + j*b_panel (packed weights: b_panel = depth*kNR; a plain row-major matrix: b_panel = kNR).
-template <typename T>
-JRG_KERNEL void gemm(int64_t m, int64_t n, int64_t depth, const T* a, int64_t a_row, int64_t a_col,
-                             const T* b, int64_t b_row, int64_t b_panel, T* c, int64_t c_row, bool accumulate) {
-  constexpr int64_t NR = kNR<T>;
-  for (int64_t j0 = 0, panel = 0; j0 < n; j0 += NR, ++panel) {
-    const int64_t nj = n - j0 < NR ? n - j0 : NR;
-    const T* b_j = b + panel * b_panel;
-    int64_t i0 = 0;
-    for (; i0 + kMR <= m; i0 += kMR) {
-      micro_kernel<T, kMR>(depth, a + i0 * a_row, a_row, a_col, b_j, b_row, c + i0 * c_row + j0, c_row, nj,
-                           accumulate);
-    }
-    const T* a_i = a + i0 * a_row;
-    T* c_i = c + i0 * c_row + j0;
-    switch (m - i0) {
-      case 5: micro_kernel<T, 5>(depth, a_i, a_row, a_col, b_j, b_row, c_i, c_row, nj, accumulate); break;
-      case 4: micro_kernel<T, 4>(depth, a_i, a_row, a_col, b_j, b_row, c_i, c_row, nj, accumulate); break;
-      case 3: micro_kernel<T, 3>(depth, a_i, a_row, a_col, b_j, b_row, c_i, c_row, nj, accumulate); break;
-      case 2: micro_kernel<T, 2>(depth, a_i, a_row, a_col, b_j, b_row, c_i, c_row, nj, accumulate); break;
-      case 1: micro_kernel<T, 1>(depth, a_i, a_row, a_col, b_j, b_row, c_i, c_row, nj, accumulate); break;
-      default: break;
-    }
-  }
-}
-
-// A contiguous run of input channels [begin, end) inside one offset group and one conv group; its
-// samples of tap k land at column (conv_group*taps + k)*in_per_group + (begin - conv_group*in_per_group).
-struct ChannelRun {
-  int64_t offset_group, conv_group, begin, end;
-};
-
-// Where a tap of an output pixel samples, and its modulation (1 without a mask).
-template <typename T>
-struct TapSample {
-  T y, x, modulation;
-};
+// free of OpenMP.  Compiled once per instruction set by common/cpu_isa_kernels.h, inside
+// jmipose::jrg (no include guard, includes nothing: cpu.cpp includes math.h and defines Geometry,
+// ChannelRun and TapSample before it).
 
 // Calls visit(offset_group, k, sample) for every offset group and tap k of output pixel `pixel`, in
 // that order.  One division per pixel; the taps are walked, not divided out.
 template <typename T, typename Visit>
-JRG_INLINE void for_each_tap(const Geometry& g, const T* offset, const T* mask, int64_t pixel, Visit&& visit) {
+JMIPOSE_CPU_INLINE void for_each_tap(const Geometry& g, const T* offset, const T* mask, int64_t pixel, Visit&& visit) {
   const int64_t oy = pixel / g.out_w, ox = pixel - oy * g.out_w;
   const T* offset_p = offset + pixel;
   const T* mask_p = mask != nullptr ? mask + pixel : nullptr;
@@ -210,7 +40,7 @@ struct InteriorGather {
   T* __restrict col;
 
   template <typename V>
-  JRG_INLINE void step(int64_t c) const {
+  JMIPOSE_CPU_INLINE void step(int64_t c) const {
     store_as<V>(col + c, weight[0] * load_as<V>(value[0] + c) + weight[1] * load_as<V>(value[1] + c) +
                              weight[2] * load_as<V>(value[2] + c) + weight[3] * load_as<V>(value[3] + c));
   }
@@ -218,7 +48,7 @@ struct InteriorGather {
 
 // col[c] = sum over valid corners of modulation*weight * image[corner][c], c < count.
 template <typename T>
-JRG_INLINE void gather_run(const BilinearCorners<T>& corners, T modulation, const T* image, int64_t in_channels,
+JMIPOSE_CPU_INLINE void gather_run(const BilinearCorners<T>& corners, T modulation, const T* image, int64_t in_channels,
                            int64_t count, T* __restrict col) {
   constexpr int L = kLanes<T>;
   if (corners.valid[0] && corners.valid[1] && corners.valid[2] && corners.valid[3]) {
@@ -231,9 +61,9 @@ JRG_INLINE void gather_run(const BilinearCorners<T>& corners, T modulation, cons
     InteriorGather<T> pass{{v0, v1, v2, v3}, {w0, w1, w2, w3}, col};
     // Full vectors, then one half vector (a run of 12 channels = 8 + 4), then scalars.
     int64_t c = 0;
-    for (; c + L <= count; c += L) pass.template step<Simd<T>>(c);
+    for (; c + L <= count; c += L) pass.template step<Vec<T>>(c);
     if (c + L / 2 <= count) {
-      pass.template step<HalfSimd<T>>(c);
+      pass.template step<HalfVec<T>>(c);
       c += L / 2;
     }
     for (; c < count; ++c) pass.template step<T>(c);
@@ -248,32 +78,6 @@ JRG_INLINE void gather_run(const BilinearCorners<T>& corners, T modulation, cons
   }
 }
 
-// Forward sampling of one tile: col rows [0, count) for output pixels [first, first + count).
-// image: one image channels-last [H*W][Cin]; offset/mask: that image's planes.
-template <typename T>
-JRG_KERNEL void sample_columns(const Geometry& g, const ChannelRun* runs, int64_t run_count, const T* image,
-                                       const T* offset, const T* mask, int64_t first, int64_t count, T* col) {
-  for (int64_t p = 0; p < count; ++p) {
-    T* col_row = col + p * g.col_stride;
-    for_each_tap(g, offset, mask, first + p, [&](int64_t og, int64_t k, const TapSample<T>& s) JRG_LAMBDA_INLINE {
-      const bool inside = sample_inside(s.y, s.x, g.height, g.width);
-      BilinearCorners<T> corners;
-      if (inside) bilinear_corners(s.y, s.x, g.height, g.width, &corners);
-      for (int64_t r = 0; r < run_count; ++r) {
-        const ChannelRun& run = runs[r];
-        if (run.offset_group != og) continue;
-        const int64_t width = run.end - run.begin;
-        T* dst = col_row + (run.conv_group * g.taps + k) * g.in_per_group + (run.begin - run.conv_group * g.in_per_group);
-        if (inside) {
-          gather_run(corners, s.modulation, image + run.begin, g.in_channels, width, dst);
-        } else {
-          for (int64_t c = 0; c < width; ++c) dst[c] = T(0);
-        }
-      }
-    });
-  }
-}
-
 // The backward's work on the channels of one sample whose four corners are all inside the image:
 // step<V>(c, dots) handles channels [c, c + width of V) with V a full vector, a half vector or T.
 template <typename T, bool kDots, bool kColumns, bool kInputGrad>
@@ -285,7 +89,7 @@ struct InteriorCorners {
   T weight[4];                   // modulation * bilinear weight
 
   template <typename V>
-  JRG_INLINE void step(int64_t c, V dots[4]) const {
+  JMIPOSE_CPU_INLINE void step(int64_t c, V dots[4]) const {
     V a[4];
     for (int k = 0; k < 4; ++k) a[k] = load_as<V>(value[k] + c);
     if (kColumns) store_as<V>(col + c, weight[0] * a[0] + weight[1] * a[1] + weight[2] * a[2] + weight[3] * a[3]);
@@ -304,7 +108,7 @@ struct InteriorCorners {
 // column col[c] (for the weight gradient) and scatter modulation*weight[k]*cg[c] into the input
 // gradient (channels-last, like image).  Each part is compiled in or out by a template flag.
 template <typename T, bool kDots, bool kColumns, bool kInputGrad>
-JRG_INLINE void backward_run(const BilinearCorners<T>& corners, bool inside, T modulation, const T* image,
+JMIPOSE_CPU_INLINE void backward_run(const BilinearCorners<T>& corners, bool inside, T modulation, const T* image,
                              int64_t in_channels, int64_t count, const T* __restrict cg, T* __restrict col,
                              T* __restrict grad_image, T dots[4]) {
   constexpr int L = kLanes<T>;
@@ -319,8 +123,8 @@ JRG_INLINE void backward_run(const BilinearCorners<T>& corners, bool inside, T m
     pass.cg = cg;
     pass.col = col;
     // Full vectors, then one half vector (a run of 12 channels = 8 + 4), then scalars.
-    Simd<T> full[4] = {};
-    HalfSimd<T> half[4] = {};
+    Vec<T> full[4] = {};
+    HalfVec<T> half[4] = {};
     T single[4] = {};
     int64_t c = 0;
     for (; c + L <= count; c += L) pass.step(c, full);
@@ -342,10 +146,10 @@ JRG_INLINE void backward_run(const BilinearCorners<T>& corners, bool inside, T m
     const T* __restrict v = image + corners.index[corner] * in_channels;
     const T w = modulation * corners.weight[corner];
     if (kDots) {
-      Simd<T> d{};
+      Vec<T> d{};
       int64_t c = 0;
       for (; c + L <= count; c += L) d += load(cg + c) * load(v + c);
-      T s = horizontal_sum<T>(d);
+      T s = sum_lanes<T>(d);
       for (; c < count; ++c) s += cg[c] * v[c];
       dots[corner] += s;
     }
@@ -360,12 +164,12 @@ JRG_INLINE void backward_run(const BilinearCorners<T>& corners, bool inside, T m
 }
 
 template <typename T, bool kDots, bool kColumns, bool kInputGrad>
-JRG_INLINE void backward_tile(const Geometry& g, const ChannelRun* runs, int64_t run_count, const T* image,
+JMIPOSE_CPU_INLINE void backward_tile(const Geometry& g, const ChannelRun* runs, int64_t run_count, const T* image,
                               const T* offset, const T* mask, int64_t first, int64_t count, const T* cg_tile,
                               T* col_tile, T* grad_image, T* grad_offset, T* grad_mask) {
   for (int64_t p = 0; p < count; ++p) {
     const int64_t pixel = first + p;
-    for_each_tap(g, offset, mask, pixel, [&](int64_t og, int64_t k, const TapSample<T>& s) JRG_LAMBDA_INLINE {
+    for_each_tap(g, offset, mask, pixel, [&](int64_t og, int64_t k, const TapSample<T>& s) JMIPOSE_CPU_LAMBDA_INLINE {
         const bool inside = sample_inside(s.y, s.x, g.height, g.width);
         const bool has_gradient = gradient_inside(s.y, s.x, g.height, g.width);
         BilinearCorners<T> corners;
@@ -407,28 +211,53 @@ JRG_INLINE void backward_tile(const Geometry& g, const ChannelRun* runs, int64_t
   }
 }
 
-// Backward sampling of one tile (see backward_run); grad_offset/grad_mask/grad_image may be null.
-template <typename T>
-JRG_KERNEL void backward_columns(const Geometry& g, const ChannelRun* runs, int64_t run_count,
-                                         const T* image, const T* offset, const T* mask, int64_t first,
-                                         int64_t count, const T* cg_tile, T* col_tile, T* grad_image,
-                                         T* grad_offset, T* grad_mask) {
-  const bool dots = grad_offset != nullptr || grad_mask != nullptr;
-  const bool columns = col_tile != nullptr;
-  const bool input_grad = grad_image != nullptr;
-#define JRG_BACKWARD_TILE(D, C, I)                                                                          \
+struct Kernels : GemmKernels {
+  // Forward sampling of one tile: col rows [0, count) for output pixels [first, first + count).
+  // image: one image channels-last [H*W][Cin]; offset/mask: that image's planes.
+  template <typename T>
+  static void sample_columns(const Geometry& g, const ChannelRun* runs, int64_t run_count, const T* image,
+                             const T* offset, const T* mask, int64_t first, int64_t count, T* col) {
+    for (int64_t p = 0; p < count; ++p) {
+      T* col_row = col + p * g.col_stride;
+      for_each_tap(g, offset, mask, first + p,
+                   [&](int64_t og, int64_t k, const TapSample<T>& s) JMIPOSE_CPU_LAMBDA_INLINE {
+        const bool inside = sample_inside(s.y, s.x, g.height, g.width);
+        BilinearCorners<T> corners;
+        if (inside) bilinear_corners(s.y, s.x, g.height, g.width, &corners);
+        for (int64_t r = 0; r < run_count; ++r) {
+          const ChannelRun& run = runs[r];
+          if (run.offset_group != og) continue;
+          const int64_t width = run.end - run.begin;
+          T* dst = col_row + (run.conv_group * g.taps + k) * g.in_per_group +
+                   (run.begin - run.conv_group * g.in_per_group);
+          if (inside) {
+            gather_run(corners, s.modulation, image + run.begin, g.in_channels, width, dst);
+          } else {
+            for (int64_t c = 0; c < width; ++c) dst[c] = T(0);
+          }
+        }
+      });
+    }
+  }
+
+  // Backward sampling of one tile (see backward_run); grad_offset/grad_mask/grad_image may be null.
+  template <typename T>
+  static void backward_columns(const Geometry& g, const ChannelRun* runs, int64_t run_count, const T* image,
+                               const T* offset, const T* mask, int64_t first, int64_t count, const T* cg_tile,
+                               T* col_tile, T* grad_image, T* grad_offset, T* grad_mask) {
+    const bool dots = grad_offset != nullptr || grad_mask != nullptr;
+    const bool columns = col_tile != nullptr;
+    const bool input_grad = grad_image != nullptr;
+#define JRG_BACKWARD_TILE(D, C, I)                                                                           \
   backward_tile<T, D, C, I>(g, runs, run_count, image, offset, mask, first, count, cg_tile, col_tile, grad_image, \
                             grad_offset, grad_mask)
-  if (dots && columns && input_grad) JRG_BACKWARD_TILE(true, true, true);
-  else if (dots && columns) JRG_BACKWARD_TILE(true, true, false);
-  else if (dots && input_grad) JRG_BACKWARD_TILE(true, false, true);
-  else if (dots) JRG_BACKWARD_TILE(true, false, false);
-  else if (columns && input_grad) JRG_BACKWARD_TILE(false, true, true);
-  else if (columns) JRG_BACKWARD_TILE(false, true, false);
-  else if (input_grad) JRG_BACKWARD_TILE(false, false, true);
+    if (dots && columns && input_grad) JRG_BACKWARD_TILE(true, true, true);
+    else if (dots && columns) JRG_BACKWARD_TILE(true, true, false);
+    else if (dots && input_grad) JRG_BACKWARD_TILE(true, false, true);
+    else if (dots) JRG_BACKWARD_TILE(true, false, false);
+    else if (columns && input_grad) JRG_BACKWARD_TILE(false, true, true);
+    else if (columns) JRG_BACKWARD_TILE(false, true, false);
+    else if (input_grad) JRG_BACKWARD_TILE(false, false, true);
 #undef JRG_BACKWARD_TILE
-}
-
-}  // namespace
-}  // namespace jrg
-}  // namespace jmipose
+  }
+};

@@ -22,7 +22,9 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include "common/abi_check.h"
 #include "common/cuda_utils.cuh"
+#include "joint_region_gather/abi.h"
 #include "joint_region_gather/cuda_kernels.cuh"
 
 // ---------------------------------------------------------------------------------------------
@@ -32,80 +34,23 @@ namespace jmipose {
 namespace jrg {
 namespace {
 
-#if !defined(JMIPOSE_CUDA_EMULATION)
-// Every launch goes through here, so tests/cuda_emulation can run this file on the CPU with its own
-// version of this function (and of the few runtime calls below).
-template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), unsigned int grid, int threads, cudaStream_t stream, Args... args) {
-  kernel<<<grid, threads, 0, stream>>>(static_cast<Params>(args)...);
-}
-#endif
-
-// Defensive checks (Python checks first, with friendlier messages).  Sizes are capped so every
-// index below fits int64 with room to spare, and a block count must fit gridDim.x.
-int check_geometry(const Geometry& s, const char* where) {
-  if (s.batch < 0) return fail("%s: batch must be >= 0, got %lld", where, (long long)s.batch);
-  const struct { const char* name; int64_t value, least; } sizes[] = {
-      {"in_channels", s.in_channels, 1}, {"height", s.height, 1},       {"width", s.width, 1},
-      {"out_channels", s.out_channels, 1}, {"kernel_h", s.kernel_h, 1}, {"kernel_w", s.kernel_w, 1},
-      {"out_h", s.out_h, 1},             {"out_w", s.out_w, 1},         {"stride_h", s.stride_h, 1},
-      {"stride_w", s.stride_w, 1},       {"pad_h", s.pad_h, 0},         {"pad_w", s.pad_w, 0},
-      {"dil_h", s.dil_h, 1},             {"dil_w", s.dil_w, 1},         {"groups", s.groups, 1},
-      {"offset_groups", s.offset_groups, 1}, {"batch", s.batch, 0}};
-  for (const auto& size : sizes) {
-    if (size.value < size.least || size.value > (int64_t(1) << 30)) {
-      return fail("%s: %s must be in [%lld, 2^30], got %lld", where, size.name, (long long)size.least,
-                  (long long)size.value);
-    }
-  }
-  if (s.in_channels % s.groups != 0 || s.out_channels % s.groups != 0 || s.in_channels % s.offset_groups != 0) {
-    return fail("%s: in_channels %lld and out_channels %lld must be divisible by groups %lld, and in_channels by "
-                "offset_groups %lld", where, (long long)s.in_channels, (long long)s.out_channels,
-                (long long)s.groups, (long long)s.offset_groups);
-  }
-  const int64_t span_h = s.dil_h * (s.kernel_h - 1) + 1, span_w = s.dil_w * (s.kernel_w - 1) + 1;
-  if (s.height + 2 * s.pad_h < span_h || s.width + 2 * s.pad_w < span_w ||
-      s.out_h != (s.height + 2 * s.pad_h - span_h) / s.stride_h + 1 ||
-      s.out_w != (s.width + 2 * s.pad_w - span_w) / s.stride_w + 1) {
-    return fail("%s: output size (%lld, %lld) is not the convolution of (%lld, %lld)", where, (long long)s.out_h,
-                (long long)s.out_w, (long long)s.height, (long long)s.width);
-  }
-  // Every tensor's element count (and so every flat index) stays below 2^62.
-  const int64_t limit = int64_t(1) << 62;
-  const int64_t counts[][4] = {{s.batch, s.in_channels, s.height, s.width},
-                               {s.batch, 2 * s.offset_groups * s.kernel_h, s.kernel_w, s.out_h * s.out_w},
-                               {s.batch, s.out_channels, s.out_h, s.out_w},
-                               {s.out_channels, s.in_channels / s.groups, s.kernel_h, s.kernel_w}};
-  for (const auto& factors : counts) {
-    int64_t total = 1;
-    for (int64_t f : factors) {
-      if (__builtin_mul_overflow(total, f, &total) || total >= limit) {
-        return fail("%s: a tensor of these sizes has 2^62 or more elements", where);
-      }
-    }
-  }
-  return 0;
+// Tensors of up to 2^62 elements (every flat index fits int64 with room to spare); the batch is capped
+// like the other sizes, so a grid's block count (checked by grid_size) is formed without overflow.
+int check_cuda_sizes(const Sizes& s, const char* where) {
+  if (int status = check_sizes(s, where, int64_t(1) << 62)) return status;
+  return abi::check_ranges(where, {{"batch", s.batch, 0, kMaxSize}});
 }
 
-Geometry make_geometry(int64_t batch, int64_t in_channels, int64_t height, int64_t width, int64_t out_channels,
-                       int64_t kernel_h, int64_t kernel_w, int64_t out_h, int64_t out_w, int64_t stride_h,
-                       int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w, int64_t groups,
-                       int64_t offset_groups) {
-  Geometry s{batch, in_channels, height, width, out_channels, kernel_h, kernel_w, out_h, out_w, stride_h, stride_w,
-             pad_h, pad_w, dil_h, dil_w, groups, offset_groups, 0, 0, 0, 0, 0, 0};
-  s.taps = kernel_h * kernel_w;
-  s.n_pixels = out_h * out_w;
-  s.plane = height * width;
-  s.channels_per_group = groups > 0 ? in_channels / groups : 0;
-  s.outs_per_group = groups > 0 ? out_channels / groups : 0;
-  s.channels_per_offset_group = offset_groups > 0 ? in_channels / offset_groups : 0;
+Geometry make_geometry(const Sizes& sizes) {
+  Geometry s;
+  static_cast<Sizes&>(s) = sizes;
+  s.taps = sizes.kernel_h * sizes.kernel_w;
+  s.n_pixels = sizes.out_h * sizes.out_w;
+  s.plane = sizes.height * sizes.width;
+  s.channels_per_group = sizes.groups > 0 ? sizes.in_channels / sizes.groups : 0;
+  s.outs_per_group = sizes.groups > 0 ? sizes.out_channels / sizes.groups : 0;
+  s.channels_per_offset_group = sizes.offset_groups > 0 ? sizes.in_channels / sizes.offset_groups : 0;
   return s;
-}
-
-int check_dtype(int32_t dtype, const char* where) {
-  if (dtype == kFloat32 || dtype == kFloat16 || dtype == kBFloat16) return 0;
-  return fail("%s: dtype code %d is not supported (float32, float16, bfloat16; float64 runs on cpp or reference)",
-              where, (int)dtype);
 }
 
 // Zeroes `count` floats on the stream (a NULL buffer is not needed and left alone).
@@ -114,8 +59,6 @@ int zero(float* buffer, int64_t count, cudaStream_t stream, const char* where) {
   const cudaError_t err = cudaMemsetAsync(buffer, 0, static_cast<size_t>(count) * sizeof(float), stream);
   return err == cudaSuccess ? 0 : fail("%s: cudaMemsetAsync: %s", where, cudaGetErrorString(err));
 }
-
-int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // The number of blocks of a launch, the product of `factors`, checked against gridDim.x's limit
 // (the product itself is formed with overflow checks).
@@ -134,15 +77,15 @@ int grid_size(std::initializer_list<int64_t> factors, const char* where, const c
 template <typename scalar_t, int kTileO>
 int launch_forward(const void* input, const void* offset, const void* mask, const void* weight, const void* bias,
                    void* output, const Geometry& s, cudaStream_t stream, const char* where) {
-  const int64_t n_pixel_tiles = ceil_div64(s.n_pixels, kTileP);
-  const int64_t n_out_tiles = ceil_div64(s.outs_per_group, kTileO);
+  const int64_t n_pixel_tiles = ceil_div(s.n_pixels, kTileP);
+  const int64_t n_out_tiles = ceil_div(s.outs_per_group, kTileO);
   unsigned int grid = 0;
   if (int status = grid_size({n_pixel_tiles, n_out_tiles, s.batch, s.groups}, where, "forward", &grid)) return status;
-  launch(forward_kernel<scalar_t, kTileO>, grid, kThreads, stream,
-      static_cast<const scalar_t*>(input), static_cast<const scalar_t*>(offset), static_cast<const scalar_t*>(mask),
-      static_cast<const scalar_t*>(weight), static_cast<const scalar_t*>(bias), static_cast<scalar_t*>(output), s,
-      n_pixel_tiles, n_out_tiles);
-  return check_launch(where);
+  return launch_kernel(forward_kernel<scalar_t, kTileO>, dim3(grid), kThreads, 0, stream, where,
+                       static_cast<const scalar_t*>(input), static_cast<const scalar_t*>(offset),
+                       static_cast<const scalar_t*>(mask), static_cast<const scalar_t*>(weight),
+                       static_cast<const scalar_t*>(bias), static_cast<scalar_t*>(output), s, n_pixel_tiles,
+                       n_out_tiles);
 }
 
 template <typename scalar_t>
@@ -166,23 +109,25 @@ int backward(const void* grad_output, const void* input, const void* offset, con
   const auto* x = static_cast<const scalar_t*>(input);
   const auto* off = static_cast<const scalar_t*>(offset);
   const auto* m = static_cast<const scalar_t*>(mask);
-  const int64_t n_pixel_tiles = ceil_div64(s.n_pixels, kTileP);
+  const int64_t n_pixel_tiles = ceil_div(s.n_pixels, kTileP);
   unsigned int grid = 0;
   if (int status = zero(grad_input, s.batch * s.in_channels * s.plane, stream, where)) return status;
   if (grad_input != nullptr || grad_offset != nullptr || grad_mask != nullptr) {
     if (int status = grid_size({n_pixel_tiles, s.batch, s.offset_groups}, where, "backward data", &grid)) {
       return status;
     }
-    launch(backward_data_kernel<scalar_t>, grid, kThreads, stream, go, x, off, m, static_cast<const scalar_t*>(weight),
-           grad_input, grad_offset, grad_mask, s, n_pixel_tiles);
-    if (int status = check_launch(where)) return status;
+    if (int status = launch_kernel(backward_data_kernel<scalar_t>, dim3(grid), kThreads, 0, stream, where, go, x, off,
+                                   m, static_cast<const scalar_t*>(weight), grad_input, grad_offset, grad_mask, s,
+                                   n_pixel_tiles)) {
+      return status;
+    }
   }
   if (grad_weight != nullptr) {
     if (int status = zero(grad_weight, s.out_channels * s.channels_per_group * s.taps, stream, where)) return status;
     const int64_t segment = s.channels_per_group < s.channels_per_offset_group ? s.channels_per_group
                                                                                 : s.channels_per_offset_group;
-    const int64_t n_chunks = ceil_div64(segment, kTileC);
-    const int64_t n_out_tiles = ceil_div64(s.outs_per_group, kTileOB);
+    const int64_t n_chunks = ceil_div(segment, kTileC);
+    const int64_t n_out_tiles = ceil_div(s.outs_per_group, kTileOB);
     int64_t per_split = 1;  // blocks per split (their count is checked by grid_size below first)
     if (int status = grid_size({s.groups, s.offset_groups, s.taps, n_chunks, n_out_tiles}, where, "backward weight",
                                &grid)) {
@@ -193,18 +138,21 @@ int backward(const void* grad_output, const void* input, const void* offset, con
     int sms = 0;
     if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) sms = 1;
     // Enough blocks to fill the device about four times; each split reduces a run of pixel tiles.
-    const int64_t want_splits = ceil_div64(4 * static_cast<int64_t>(sms), per_split);
-    const int64_t tiles_per_split = ceil_div64(n_tiles, want_splits < n_tiles ? want_splits : n_tiles);
-    const int64_t splits = ceil_div64(n_tiles, tiles_per_split);
+    const int64_t want_splits = ceil_div(4 * static_cast<int64_t>(sms), per_split);
+    const int64_t tiles_per_split = ceil_div(n_tiles, want_splits < n_tiles ? want_splits : n_tiles);
+    const int64_t splits = ceil_div(n_tiles, tiles_per_split);
     if (int status = grid_size({splits, per_split}, where, "backward weight", &grid)) return status;
-    launch(backward_weight_kernel<scalar_t>, grid, kThreads, stream, go, x, off, m, grad_weight, s, n_pixel_tiles,
-           n_out_tiles, n_chunks, tiles_per_split);
-    if (int status = check_launch(where)) return status;
+    if (int status = launch_kernel(backward_weight_kernel<scalar_t>, dim3(grid), kThreads, 0, stream, where, go, x,
+                                   off, m, grad_weight, s, n_pixel_tiles, n_out_tiles, n_chunks, tiles_per_split)) {
+      return status;
+    }
   }
   if (grad_bias != nullptr) {
     if (int status = grid_size({s.out_channels}, where, "backward bias", &grid)) return status;
-    launch(backward_bias_kernel<scalar_t>, grid, kThreads, stream, go, grad_bias, s);
-    if (int status = check_launch(where)) return status;
+    if (int status = launch_kernel(backward_bias_kernel<scalar_t>, dim3(grid), kThreads, 0, stream, where, go,
+                                   grad_bias, s)) {
+      return status;
+    }
   }
   return 0;
 }
@@ -213,36 +161,24 @@ int backward(const void* grad_output, const void* input, const void* offset, con
 }  // namespace jrg
 }  // namespace jmipose
 
-#define JRG_GEOMETRY                                                                                            \
-  jmipose::jrg::make_geometry(batch, in_channels, height, width, out_channels, kernel_h, kernel_w, out_h, out_w, \
-                              stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups)
-
 JMIPOSE_API int jmipose_joint_region_gather_forward_cuda(const void* input, const void* offset, const void* mask,
                                                          const void* weight, const void* bias, void* output,
                                                          JRG_SIZE_PARAMS, int32_t dtype, int32_t device,
                                                          void* stream) {
   const char* where = "joint_region_gather forward (cuda)";
   return jmipose::guarded(where, [&]() -> int {
-    const jmipose::jrg::Geometry s = JRG_GEOMETRY;
-    if (int status = jmipose::jrg::check_geometry(s, where)) return status;
-    if (int status = jmipose::jrg::check_dtype(dtype, where)) return status;
+    namespace jrg = jmipose::jrg;
+    if (int status = jrg::check_cuda_sizes(JRG_SIZES, where)) return status;
+    if (int status = jmipose::check_cuda_dtype(dtype, where)) return status;
     if (batch == 0) return 0;
-    if (input == nullptr || offset == nullptr || weight == nullptr || output == nullptr) {
-      return jmipose::fail("%s: input, offset, weight and output must not be NULL", where);
-    }
+    if (int status = jrg::check_forward_pointers(where, input, offset, weight, output)) return status;
     jmipose::DeviceGuard guard(device);
     if (!guard.ok()) return jmipose::fail("%s: cannot select device %d", where, device);
-    auto cuda_stream = static_cast<cudaStream_t>(stream);
-    switch (dtype) {
-      case jmipose::kFloat32:
-        return jmipose::jrg::forward<float>(input, offset, mask, weight, bias, output, s, cuda_stream, where);
-      case jmipose::kFloat16:
-        return jmipose::jrg::forward<__half>(input, offset, mask, weight, bias, output, s, cuda_stream, where);
-      case jmipose::kBFloat16:
-        return jmipose::jrg::forward<__nv_bfloat16>(input, offset, mask, weight, bias, output, s, cuda_stream, where);
-      default:  // check_dtype above
-        return jmipose::fail("%s: dtype code %d is not supported", where, (int)dtype);
-    }
+    const jrg::Geometry s = jrg::make_geometry(JRG_SIZES);
+    return jmipose::dispatch_cuda_dtype(dtype, where, [&](auto zero) {
+      return jrg::forward<decltype(zero)>(input, offset, mask, weight, bias, output, s,
+                                          static_cast<cudaStream_t>(stream), where);
+    });
   });
 }
 
@@ -253,12 +189,13 @@ JMIPOSE_API int jmipose_joint_region_gather_backward_cuda(const void* grad_outpu
                                                           int32_t dtype, int32_t device, void* stream) {
   const char* where = "joint_region_gather backward (cuda)";
   return jmipose::guarded(where, [&]() -> int {
-    const jmipose::jrg::Geometry s = JRG_GEOMETRY;
-    if (int status = jmipose::jrg::check_geometry(s, where)) return status;
-    if (int status = jmipose::jrg::check_dtype(dtype, where)) return status;
+    namespace jrg = jmipose::jrg;
+    if (int status = jrg::check_cuda_sizes(JRG_SIZES, where)) return status;
+    if (int status = jmipose::check_cuda_dtype(dtype, where)) return status;
     if (grad_mask != nullptr && mask == nullptr) return jmipose::fail("%s: grad_mask needs a mask", where);
     jmipose::DeviceGuard guard(device);
     if (!guard.ok()) return jmipose::fail("%s: cannot select device %d", where, device);
+    const jrg::Geometry s = jrg::make_geometry(JRG_SIZES);
     auto cuda_stream = static_cast<cudaStream_t>(stream);
     auto* gi = static_cast<float*>(grad_input);
     auto* goff = static_cast<float*>(grad_offset);
@@ -266,26 +203,13 @@ JMIPOSE_API int jmipose_joint_region_gather_backward_cuda(const void* grad_outpu
     auto* gw = static_cast<float*>(grad_weight);
     auto* gb = static_cast<float*>(grad_bias);
     if (batch == 0) {  // nothing flows back: the weight and bias gradients are zero, the others empty
-      if (int status = jmipose::jrg::zero(gw, out_channels * s.channels_per_group * s.taps, cuda_stream, where)) {
-        return status;
-      }
-      return jmipose::jrg::zero(gb, out_channels, cuda_stream, where);
+      if (int status = jrg::zero(gw, out_channels * s.channels_per_group * s.taps, cuda_stream, where)) return status;
+      return jrg::zero(gb, out_channels, cuda_stream, where);
     }
-    if (grad_output == nullptr || input == nullptr || offset == nullptr || weight == nullptr) {
-      return jmipose::fail("%s: grad_output, input, offset and weight must not be NULL", where);
-    }
-    switch (dtype) {
-      case jmipose::kFloat32:
-        return jmipose::jrg::backward<float>(grad_output, input, offset, mask, weight, gi, goff, gm, gw, gb, s, device,
-                                             cuda_stream, where);
-      case jmipose::kFloat16:
-        return jmipose::jrg::backward<__half>(grad_output, input, offset, mask, weight, gi, goff, gm, gw, gb, s,
-                                              device, cuda_stream, where);
-      case jmipose::kBFloat16:
-        return jmipose::jrg::backward<__nv_bfloat16>(grad_output, input, offset, mask, weight, gi, goff, gm, gw, gb,
-                                                     s, device, cuda_stream, where);
-      default:  // check_dtype above
-        return jmipose::fail("%s: dtype code %d is not supported", where, (int)dtype);
-    }
+    if (int status = jrg::check_backward_pointers(where, grad_output, input, offset, weight)) return status;
+    return jmipose::dispatch_cuda_dtype(dtype, where, [&](auto zero) {
+      return jrg::backward<decltype(zero)>(grad_output, input, offset, mask, weight, gi, goff, gm, gw, gb, s, device,
+                                           cuda_stream, where);
+    });
   });
 }

@@ -291,19 +291,3 @@ cudaError_t cudaLaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, v
   emu_run_blocks(grid, block, shared, [&] { std::apply(kernel, params); });
   return cudaSuccess;
 }
-
-namespace jmipose {
-// csrc/joint_region_gather/cuda.cu launches through `launch(kernel, grid, threads, stream, args...)`, a
-// <<<grid, threads, 0, stream>>> wrapper that it leaves out under JMIPOSE_CUDA_EMULATION (g++ has no
-// <<<>>>); this is the same launch through the emulated runtime (errors go to cudaGetLastError).
-template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), unsigned int grid, int threads, cudaStream_t stream, Args... args) {
-  std::tuple<Params...> params(static_cast<Params>(args)...);
-  std::apply(
-      [&](auto&... param) {
-        void* pointers[] = {static_cast<void*>(&param)..., nullptr};
-        cudaLaunchKernel(kernel, dim3(grid), dim3(static_cast<unsigned>(threads)), pointers, 0, stream);
-      },
-      params);
-}
-}  // namespace jmipose
