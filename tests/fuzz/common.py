@@ -133,9 +133,13 @@ class Tally:
     def __init__(self, test: str):
         self.test, self.counts = test, {"examples": 0}
 
-    def add(self, *features: str) -> None:
+    def add(self, dtype: torch.dtype, layouts: dict[str, str], *features: str, **flags: bool) -> None:
+        """One example: its dtype, the memory layouts its tensors had, the op's own ``features``, and
+        the name of each of ``flags`` that is true."""
         self.counts["examples"] += 1
-        for feature in features:
+        layout_features = (f"layout_{layout}" for layout in set(layouts.values()))
+        flagged = (name for name, value in flags.items() if value)
+        for feature in (str(dtype).replace("torch.", ""), *layout_features, *features, *flagged):
             self.counts[feature] = self.counts.get(feature, 0) + 1
 
     def write(self) -> None:

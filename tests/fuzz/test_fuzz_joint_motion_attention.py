@@ -119,11 +119,9 @@ def test_fuzz_matches_float64_reference(backend):
         want, want_grads = expected(rounded, p["scale"], grad_outputs)
         got, got_grads = actual(inputs, p["scale"], grad_outputs, backend, device, dtype, layouts)
         nonfinite = values == "nonfinite"
-        tally.add(f"values_{values}", f"masks_{p['masks']}", str(dtype).replace("torch.", ""),
-                  *(f"layout_{layout}" for layout in set(layouts.values())),
-                  *(["batch_0"] if p["batch"] == 0 else []), *(["no_tokens"] if 0 in (p["n_m"], p["n_j"]) else []),
-                  *(["tokens_over_40"] if max(p["n_m"], p["n_j"]) > 40 else []),
-                  f"scale_{p['scale']}", f"residual_{p['residual']}")
+        tally.add(dtype, layouts, f"values_{values}", f"masks_{p['masks']}", f"scale_{p['scale']}",
+                  f"residual_{p['residual']}", batch_0=p["batch"] == 0, no_tokens=0 in (p["n_m"], p["n_j"]),
+                  tokens_over_40=max(p["n_m"], p["n_j"]) > 40)
         for name, g, w in zip(("out_m", "out_j"), got, want):
             assert_matches(g, w, dtype, f"{backend} {name}", nonfinite)
         assert_gradients_match(got_grads, want_grads, dtype, backend, nonfinite)

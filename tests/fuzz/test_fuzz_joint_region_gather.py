@@ -125,11 +125,9 @@ def test_fuzz_matches_float64_reference(backend):
         want, want_grads = expected(rounded, g, grad_output)
         got, got_grads = actual(tensors, g, grad_output, backend, device, dtype, layouts)
         nonfinite = values == "nonfinite"
-        tally.add(f"offsets_{offsets}", f"values_{values}", str(dtype).replace("torch.", ""),
-                  *(f"layout_{layout}" for layout in set(layouts.values())),
-                  *(["batch_0"] if g["batch"] == 0 else []), *(["zero_size_image"] if 0 in g["size"] else []),
-                  *(["image_over_9"] if max(g["size"]) > 9 else []),
-                  *(["stride_3"] if 3 in g["stride"] else []), *(["dilation_3"] if 3 in g["dilation"] else []))
+        tally.add(dtype, layouts, f"offsets_{offsets}", f"values_{values}", batch_0=g["batch"] == 0,
+                  zero_size_image=0 in g["size"], image_over_9=max(g["size"]) > 9, stride_3=3 in g["stride"],
+                  dilation_3=3 in g["dilation"])
         assert_matches(got, want, dtype, f"{backend} output", nonfinite)
         assert_gradients_match(got_grads, want_grads, dtype, backend, nonfinite)
 
