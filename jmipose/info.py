@@ -1,40 +1,66 @@
-"""Versions, live backends and the flags the compiled libraries were built with."""
+"""Versions, the machine, live backends and the flags the compiled libraries were built with: what
+``jmipose info`` prints and the one source of the environment block of every benchmark record."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from typing import Any
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _version(module: str) -> str | None:
+    """``module.__version__``, or None where it does not import (a missing or broken install is
+    reported, not raised)."""
+    try:
+        return __import__(module).__version__
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def collect() -> dict[str, Any]:
-    """Everything ``jmipose info`` prints, as a dict (also used by benchmark records)."""
+    """Everything ``jmipose info`` prints, as a dict (``environment`` takes the benchmark block from it)."""
     import torch
 
     import jmipose
     from jmipose.ops import _backends
 
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except Exception:  # noqa: BLE001 - a broken triton is reported, not raised
-        triton_version = None
     status = _backends.backends()
-    cpu_lib = _backends.cpu_lib()
     threads = None
-    if cpu_lib is not None:
-        cpu_lib.jmipose_cpu_max_threads.restype = int
-        threads = cpu_lib.jmipose_cpu_max_threads()
+    if status["cpp"].live:
+        threads = _backends.c_functions("cpu")["jmipose_cpu_max_threads"]()
     return {
         "jmipose": jmipose.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cores": available_cores(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
-        "triton": triton_version,
+        "triton": _version("triton"),
+        "torchvision": _version("torchvision"),
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         if torch.cuda.is_available() else [],
         "torch_threads": torch.get_num_threads(),
@@ -43,6 +69,21 @@ def collect() -> dict[str, Any]:
         "build": _backends.build_info(),
         "library_dir": str(_backends.LIB_DIR),
     }
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """Where a benchmark ran, stored in each of its records: versions, the CPU and its cores, torch's
+    and the C++ library's OpenMP threads, and the GPU of ``device`` (None on the CPU); from
+    ``collect``."""
+    import torch
+
+    info = collect()
+    env = {key: info[key] for key in ("jmipose", "torch", "triton", "torchvision", "python", "cpu", "cores")}
+    env.update(threads=info["torch_threads"], openmp_threads=info["openmp_threads"], gpu=None,
+               cuda=info["torch_cuda"])
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
 
 
 def describe_model(config: str, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -76,6 +117,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"torch   {info['torch']}  (CUDA {info['torch_cuda'] or 'none'}; "
           f"GPUs: {', '.join(info['cuda_devices']) or 'none'})")
     print(f"triton  {info['triton'] or 'not installed'}")
+    print(f"torchvision {info['torchvision'] or 'not installed'}")
+    print(f"cpu     {info['cpu']} ({info['cores']} cores available)")
     print(f"threads torch={info['torch_threads']} openmp={info['openmp_threads']}")
     print("backends:")
     for name, s in info["backends"].items():

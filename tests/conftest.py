@@ -1,6 +1,6 @@
 """Test-wide setup: Triton on the CPU interpreter when there is no GPU, hypothesis profiles, the
-``gpu`` marker, the path of the shared real data, and a guard that CI really runs the compiled
-backends instead of skipping them."""
+``gpu`` marker, the path of the shared real data, a guard that CI really runs the compiled
+backends instead of skipping them, and the one-torch-thread fixture."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ if not _HAS_CUDA:
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
+from torch.utils.benchmark import set_torch_threads  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -72,3 +73,16 @@ def shared_data() -> Path:
             pytest.fail(f"JMIPOSE_REQUIRE_SHARED_DATA is set and the test {message}")
         pytest.skip(message)
     return SHARED_DATA
+
+
+@pytest.fixture
+def single_thread():
+    """One torch intra-op thread for the test, restored after it.  For tests of tiny tensors and toy
+    models: intra-op threads only add synchronisation, and on a loaded 2-core machine OpenMP's
+    spinning threads made a 0.1 s training step take seconds and a tiny softmax wait milliseconds
+    for a thread to be scheduled.  Where the C++ library shares torch's OpenMP runtime (the CPU
+    wheels' libgomp), the cpp backend runs on one thread too.
+    A folder applies it to all its tests with an autouse fixture that requests it (tests/engine,
+    tests/models, tests/fuzz), a module with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    with set_torch_threads(1):
+        yield

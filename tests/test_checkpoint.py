@@ -16,13 +16,7 @@ from jmipose.checkpoint import (CheckpointError, StateDictMismatchError, load_ch
 from jmipose.models import build_model, load_model, save_model
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # tiny models: intra-op threads only add oversubscription on a shared machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models (tests/conftest.py)
 
 
 @pytest.fixture

@@ -32,12 +32,7 @@ FRAME_3418 = "posetrack18/images/val/003418_mpii_test/000000.jpg"   # 1920x1080,
 TINY_MODEL = {"variant": "jmi", "backbone": "tiny", "channels": 8, "num_frames": 5, "key_index": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -69,3 +69,19 @@ def test_info_model_matches_the_built_model():
     width, height = cfg.data.image_size
     assert described["input"] == [1, cfg.model.num_frames, 3, height, width]
     assert described["flops"] > described["backbone_flops"] > 0
+
+
+def test_benchmark_environment_comes_from_info():
+    """Every benchmark record's environment block is a view of ``collect()`` (one source)."""
+    from jmipose.bench.records import ENVIRONMENT_KEYS
+    from jmipose.info import available_cores, collect, environment
+
+    info, env = collect(), environment("cpu")
+    assert set(ENVIRONMENT_KEYS) <= set(env)
+    for key in ("jmipose", "torch", "triton", "torchvision", "python", "cpu", "cores"):
+        assert env[key] == info[key], key
+    assert env["threads"] == info["torch_threads"] == torch.get_num_threads()
+    assert env["openmp_threads"] == info["openmp_threads"]
+    assert env["gpu"] is None and env["cuda"] == torch.version.cuda
+    assert 1 <= info["cores"] == available_cores() <= (os.cpu_count() or 1)
+    assert info["cpu"] and isinstance(info["cpu"], str)

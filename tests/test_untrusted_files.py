@@ -32,8 +32,8 @@ def _malicious(tmp_path) -> bytes:
     return pickle.dumps({"weight": torch.zeros(2), "boom": _Payload()})
 
 
+@pytest.mark.usefixtures("single_thread")
 def test_a_training_run_writes_only_safetensors_and_json_checkpoints(tmp_path):
-    torch.set_num_threads(1)
     make_trainer(tmp_path / "run", epochs=1).fit()
     written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
     checkpoint_files = [p.name for p in written if p.parent.name == "checkpoints"]

@@ -107,8 +107,8 @@ def _write(args: argparse.Namespace, results: list[dict], taken: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jmipose.bench.environment import available_cores, set_threads
     from jmipose.fileio import check_output_file
+    from jmipose.info import available_cores
 
     for option, path in (("--json", args.json), ("--md", args.md), ("--plot", args.plot)):
         if path is not None:
@@ -141,8 +141,12 @@ def main(args: argparse.Namespace) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("jmipose bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
-    # before any kernel runs: the OpenMP pool reads OMP_NUM_THREADS when it starts
-    set_threads(args.threads or available_cores())
+    threads = args.threads or available_cores()
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    # Before any kernel runs: an OpenMP runtime of the C++ library's own (one that does not share
+    # torch's) reads it when it starts.  torch's pool is set by the run (runner.run's threads).
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     base = runner.SMALLEST if args.smallest else runner.QUICK if args.quick else runner.FULL
     settings = Settings(**{**vars(base), "memory": not args.no_memory})
     def save_partial(results: list[dict], taken: dict) -> None:
@@ -153,7 +157,7 @@ def main(args: argparse.Namespace) -> int:
 
     results, taken = runner.run(ops, device, quick=args.quick, smallest=args.smallest, settings=settings,
                                 compile_baseline=not args.no_compile, cpu_gflop=args.cpu_gflop,
-                                model_gflop=args.model_gflop, after_group=save_partial)
+                                model_gflop=args.model_gflop, threads=threads, after_group=save_partial)
     _write(args, results, taken)
     print(f"jmipose bench: {len(results)} records in {taken['wall_s']} s wall, {taken['cpu_s']} s CPU",
           file=sys.stderr)

@@ -752,7 +752,7 @@ def run(archs: list[int], backends: tuple[str, ...] = BACKENDS, mode: str = "cov
 def main(args: argparse.Namespace) -> int:
     """``jmipose bench --compile-only``: exit status 0 when every record is ok, 1 otherwise, 2 on bad
     arguments."""
-    from jmipose.bench.environment import available_cores
+    from jmipose.info import available_cores
 
     try:
         archs = parse_archs(args.arch)

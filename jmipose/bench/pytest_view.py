@@ -1,4 +1,8 @@
-"""The benchmark cases as pytest-benchmark tests (``benchmarks/bench_*.py`` are thin files over this).
+"""The benchmark cases as pytest-benchmark tests: ``benchmarks/bench_<op>.py`` holds
+``test_<op> = benchmark_test("<op>")`` for op A, op B and the model.
+
+    PYTHONPATH=. pytest benchmarks/bench_joint_region_gather.py --benchmark-only   # the --quick shapes
+    JMIPOSE_BENCH_FULL=1 PYTHONPATH=. pytest benchmarks/bench_model.py --benchmark-only
 
 pytest-benchmark times each implementation on its own (rounds back to back) and keeps its own
 statistics and history (``--benchmark-autosave``, ``--benchmark-compare``); ``jmipose bench`` is
@@ -48,3 +52,14 @@ def run(benchmark, case: Case, rounds: int = 5) -> None:
     benchmark.extra_info.update({"backend": case.backend, "baseline": case.baseline, "shape": case.shape,
                                  "dtype": case.dtype, "device": case.device, "flops": case.flops})
     benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0)
+
+
+def benchmark_test(op: str):
+    """The pytest-benchmark test of ``op`` (``jmipose bench --ops`` names): one case per shape, pass
+    and implementation; assign it to ``test_<op>`` in a ``benchmarks/bench_*.py`` file."""
+    @pytest.mark.parametrize("case", params(op))
+    def test(benchmark, case: Case) -> None:
+        run(benchmark, case)
+
+    test.__name__ = test.__qualname__ = f"test_{op}"
+    return test

@@ -23,7 +23,7 @@ peak_mem_bytes    memory one call adds at its peak (inputs excluded; ``jmipose.b
 flops, bytes      useful work and compulsory traffic of one call (``jmipose.bench.roofline``)
 tflops, ...       achieved TFLOP/s and GB/s; on a GPU of known peak also their fractions
 fps               model records: windows per second (batch / median_s)
-environment       torch, triton, CPU model, GPU name, threads (``jmipose.bench.environment``)
+environment       torch, triton, CPU model, GPU name, threads (``jmipose.info.environment``)
 ================  ==========================================================================
 """
 
@@ -75,7 +75,7 @@ def make_record(case: Case, walls: list[float] | None, cpus: list[float] | None,
                 environment: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record of one case from its timed calls (None or empty: skipped or failed)."""
     if environment is None:
-        from jmipose.bench.environment import environment as current_environment
+        from jmipose.info import environment as current_environment
 
         environment = current_environment(case.device)
     status = "ok" if walls else ("skipped" if case.skip else "failed")

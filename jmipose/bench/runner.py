@@ -7,9 +7,12 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+import torch
+from torch.utils.benchmark import set_torch_threads
+
 from jmipose.bench import model, motion_attention, region_gather
-from jmipose.bench.environment import environment
 from jmipose.bench.timing import Case, Settings, configure_allocator, measure
+from jmipose.info import environment
 
 OPS = {"joint_region_gather": region_gather, "joint_motion_attention": motion_attention, "model": model}
 ALIASES = {"a": "joint_region_gather", "b": "joint_motion_attention", "gather": "joint_region_gather",
@@ -60,14 +63,14 @@ def leave_out_compile(cases: list[Case]) -> None:
 
 def run(ops: list[str], device: str = "cpu", quick: bool = False, smallest: bool = False,
         settings: Settings | None = None, compile_baseline: bool = True, cpu_gflop: float = 150.0,
-        model_gflop: float = 500.0, log=None,
+        model_gflop: float = 500.0, threads: int | None = None, log=None,
         after_group=None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(records, settings as a dict) of the chosen ops; progress lines go to ``log`` (stderr);
+    """(records, settings as a dict) of the chosen ops, measured with ``threads`` torch threads (the
+    caller's count is restored after; None: as set); progress lines go to ``log`` (stderr);
     ``after_group(records so far, settings)`` runs after each measured group."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     settings = settings or (SMALLEST if smallest else QUICK if quick else FULL)
     configure_allocator()
-    env = environment(device)
     cases = build_cases(ops, device, quick, smallest, compile_baseline, cpu_gflop, model_gflop)
     if quick:
         leave_out_compile(cases)
@@ -87,5 +90,7 @@ def run(ops: list[str], device: str = "cpu", quick: bool = False, smallest: bool
         if after_group is not None:
             after_group(records, taken(complete=False))
 
-    records = measure(cases, settings, env, progress=progress, after_group=partial)
+    with set_torch_threads(threads or torch.get_num_threads()):
+        env = environment(device)  # inside: it records the threads
+        records = measure(cases, settings, env, progress=progress, after_group=partial)
     return records, taken(complete=True)

@@ -8,12 +8,31 @@ quartile range is under ``target_iqr`` of its median, or ``max_repeats`` rounds 
 seconds have passed (then the record keeps the larger IQR and the report flags it).
 
 Peak memory (taken in the first timed round) is the growth during one call over what was allocated
-before it (inputs excluded,
-outputs and gradients included): on a GPU ``torch.cuda.max_memory_allocated``; on the CPU, where
-torch keeps no allocator statistics, the kernel's resident-set high-water mark (VmHWM, reset through
-``/proc/self/clear_refs``) minus the RSS before the call.  For the RSS to follow the live tensors,
-``configure_allocator()`` pins glibc's mmap threshold at 64 KiB (large blocks are unmapped when
-freed instead of staying resident in the heap) once per process, before anything is measured.
+before it (inputs excluded, outputs and gradients included): on a GPU
+``torch.cuda.max_memory_allocated``; on the CPU, where torch keeps no allocator statistics, the
+kernel's resident-set high-water mark (VmHWM, reset through ``/proc/self/clear_refs``) minus the RSS
+before the call.  For the RSS to follow the live tensors, ``configure_allocator()`` pins glibc's mmap
+threshold at 64 KiB (large blocks are unmapped when freed instead of staying resident in the heap)
+once per process, before anything is measured.
+
+What ``torch.utils.benchmark`` does here, and why the rest is ours:
+
+- Thread settings: ``runner.run`` measures inside ``torch.utils.benchmark.set_torch_threads`` (the
+  caller's thread count comes back after it), as its ``Timer(num_threads=...)`` would.
+- Timing stays ours.  Each of ``Timer``'s entry points runs calls we cannot spend: ``timeit(1)``
+  makes two warm-up calls before the timed one, ``blocked_autorange`` one call to size its blocks,
+  and both time one statement back to back.  A round of one timed call per implementation (the
+  interleaving) would cost two to three times the calls, some of which take minutes here (the
+  eager reference at B=32 on two cores), and would time each implementation right after calls of
+  its own, its data hot in the caches, where the interleaved rounds time it after the others'.  We
+  also record the process CPU time of every call, and on a GPU time it with CUDA events (device
+  time between the two events), where ``Timer``'s clock synchronises the device and reads the host's.
+- Statistics stay ours: median and quartiles by Python's ``statistics`` module (the exclusive
+  method).  ``torch.utils.benchmark.Measurement`` interpolates its quartiles linearly, which with the
+  3 to 15 rounds a group gets narrows the IQR (to half the range at 3 rounds, where the exclusive
+  method gives the whole range): the stop rule (IQR under ``target_iqr`` of the median) would stop
+  groups after three rounds twice as far apart, and the report would flag fewer noisy figures.
+  The medians are the same.
 """
 
 from __future__ import annotations

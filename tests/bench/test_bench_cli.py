@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from torch.utils.benchmark import set_torch_threads
 
 from jmipose import cli
 from jmipose.bench import records, runner, targets
@@ -16,16 +16,12 @@ from jmipose.bench import records, runner, targets
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    threads = torch.get_num_threads()
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("OMP_NUM_THREADS", str(threads))  # restored after: the command sets it
-    try:
+    # the command sets torch's threads and OMP_NUM_THREADS: both are restored after it
+    with pytest.MonkeyPatch.context() as monkeypatch, set_torch_threads(1):
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
         code = cli.main(["bench", "--quick", "--smallest", "--no-compile", "--threads", "1",
                          "--json", str(out / "r.json"), "--md", str(out / "r.md"),
                          "--plot", str(out / "r.png")])
-    finally:
-        torch.set_num_threads(threads)
-        monkeypatch.undo()
     assert code == 0
     return out
 

@@ -353,7 +353,7 @@ def test_cuda_launch_facts_match_the_attention_launches(cuda_report, dtype):
     library's __launch_bounds__ declare (read from the real build)."""
     from tests.cuda_emulation.build import load_op
     from tests.ops.attention_problems import make_problem
-    from tests.ops.test_joint_motion_attention_cuda_emulated import run_emulated
+    from tests.ops.test_joint_motion_attention_cuda_emulation import run_emulated
 
     lib = load_op("joint_motion_attention")
     name = str(dtype).removeprefix("torch.")

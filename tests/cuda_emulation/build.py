@@ -90,7 +90,7 @@ def load_op(op: str) -> ctypes.CDLL:
     ``restype`` of its char* entry point set."""
     compiler = _compiler()
     with _lock:
-        library = _cache_dir() / f"lib{op}_cuda_emulated_{_fingerprint(compiler, op)}.so"
+        library = _cache_dir() / f"lib{op}_cuda_emulation_{_fingerprint(compiler, op)}.so"
         if library not in _loaded:
             if not library.is_file():
                 _compile(compiler, op, library)

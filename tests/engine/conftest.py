@@ -1,30 +1,24 @@
-"""Engine tests run single-threaded: the toy models are tiny, and on a loaded 2-core machine OpenMP's
-spinning threads make them hundreds of times slower than one thread.  One ``jmipose demo --quick``
-run per session serves the demo tests and the predict tests (its checkpoint)."""
+"""Engine tests run single-threaded (the toy models are tiny; ``single_thread`` in tests/conftest.py).
+One ``jmipose demo --quick`` run per session serves the demo tests and the predict tests (its
+checkpoint)."""
 
 from pathlib import Path
 
 import pytest
-import torch
+from torch.utils.benchmark import set_torch_threads
 
 from jmipose.cli import main as cli
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(single_thread):
+    """Every engine test runs with one torch thread."""
 
 
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory) -> Path:
     """The output folder of ``jmipose demo --quick`` (through the command line, one thread)."""
     out = tmp_path_factory.mktemp("quick_demo")
-    threads = torch.get_num_threads()
-    try:
+    with set_torch_threads(1):  # the command sets one thread; the session's count is restored after it
         assert cli(["demo", "--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
     return out

@@ -1,5 +1,6 @@
 """Shared by the op fuzzers: the example budget, memory layouts that hand the ops non-contiguous and
-misaligned views, non-finite sprinkles, and the comparison rule against the float64 reference.
+misaligned views, non-finite sprinkles, the comparison rule against the float64 reference, and the
+invalid-call harness (a valid call corrupted one way must raise the documented error).
 
 Budget: ``JMIPOSE_FUZZ_EXAMPLES`` hypothesis examples per test and backend (default 30: the default
 run stays around a minute); the Triton interpreter on the CPU gets a fifth of it (at least 3), its
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 FUZZ_EXAMPLES = int(os.environ.get("JMIPOSE_FUZZ_EXAMPLES", "30"))
@@ -130,9 +133,13 @@ class Tally:
     def __init__(self, test: str):
         self.test, self.counts = test, {"examples": 0}
 
-    def add(self, *features: str) -> None:
+    def add(self, dtype: torch.dtype, layouts: dict[str, str], *features: str, **flags: bool) -> None:
+        """One example: its dtype, the memory layouts its tensors had, the op's own ``features``, and
+        the name of each of ``flags`` that is true."""
         self.counts["examples"] += 1
-        for feature in features:
+        layout_features = (f"layout_{layout}" for layout in set(layouts.values()))
+        flagged = (name for name, value in flags.items() if value)
+        for feature in (str(dtype).replace("torch.", ""), *layout_features, *features, *flagged):
             self.counts[feature] = self.counts.get(feature, 0) + 1
 
     def write(self) -> None:
@@ -144,8 +151,54 @@ class Tally:
                 handle.write(json.dumps({"test": self.test, **self.counts}) + "\n")
 
 
-def error_message_names(message: str, op: str, argument: str) -> bool:
-    return message.startswith(f"{op}:") and argument in message
-
-
 seeds = st.integers(0, 2 ** 31 - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Invalid calls.  A corruption is (apply, the text the error must name, the error type); apply
+# changes one argument of a valid call, given as a dict of the op's arguments.
+
+INVALID_CALL_BACKENDS = ("reference", "cpp", None)  # None: the op picks the backend
+
+
+def set_argument(name: str, value):
+    """Argument ``name`` replaced by ``value``, or by ``value(old)`` when ``value`` is callable."""
+    def apply(call: dict) -> None:
+        call[name] = value(call[name]) if callable(value) else value
+    return apply
+
+
+def resize_argument(name: str, dim: int, delta: int):
+    """Tensor ``name`` replaced by zeros of its dtype with ``delta`` more entries along ``dim`` (>= 0)."""
+    def apply(call: dict) -> None:
+        shape = list(call[name].shape)
+        shape[dim] = max(0, shape[dim] + delta)
+        call[name] = torch.zeros(shape, dtype=call[name].dtype)
+    return apply
+
+
+def not_a_float_tensor(name: str) -> list[tuple]:
+    """Tensor ``name`` as int64 and as a nested list: both a TypeError naming it."""
+    return [(set_argument(name, lambda t: t.long()), name, TypeError),
+            (set_argument(name, lambda t: t.tolist()), name, TypeError)]
+
+
+def invalid_call_examples(corruptions: list[tuple]):
+    """The hypothesis settings and strategies of an invalid-call fuzzer, whose arguments are
+    ``index`` (into ``corruptions``), ``seed`` (of the valid call) and ``backend``."""
+    def decorate(test):
+        drawn = given(index=st.integers(0, len(corruptions) - 1), seed=seeds,
+                      backend=st.sampled_from(INVALID_CALL_BACKENDS))(test)
+        return settings(max_examples=max(10, budget("cpp", torch.device("cpu"))), deadline=None)(drawn)
+    return decorate
+
+
+def assert_documented_error(op: str, corruption: tuple, call: dict, run) -> None:
+    """``run(call)`` on the corrupted ``call`` raises the corruption's error type, and the message
+    starts with the op's name and names the argument."""
+    corrupt, argument, error = corruption
+    corrupt(call)
+    with pytest.raises(error) as raised:
+        run(call)
+    message = str(raised.value)
+    assert message.startswith(f"{op}:") and argument in message, message

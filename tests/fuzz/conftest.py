@@ -1,13 +1,8 @@
-"""The fuzzers' tensors are tiny: one torch thread (intra-op threads only add synchronisation, which
-costs milliseconds per op on a loaded machine).  The cpp backend's OpenMP threads are unaffected."""
+"""The fuzzers' tensors are tiny: one torch thread (``single_thread`` in tests/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _single_torch_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def _single_thread(single_thread):
+    """Every fuzzer runs with one torch thread."""

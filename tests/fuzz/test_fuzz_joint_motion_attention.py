@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 import jmipose
 from jmipose.ops.joint_motion_attention import _DTYPES, joint_motion_attention_reference
 from tests.backends import backend_params, require_backend
-from tests.fuzz.common import (LAYOUTS, NON_FINITE, Tally, assert_gradients_match, assert_matches, budget,
-                               dtypes_for, lay_out, seeds, sprinkle)
+from tests.fuzz.common import (LAYOUTS, NON_FINITE, Tally, assert_documented_error, assert_gradients_match,
+                               assert_matches, budget, dtypes_for, invalid_call_examples, lay_out, not_a_float_tensor,
+                               resize_argument, seeds, set_argument, sprinkle)
 
 pytestmark = pytest.mark.fuzz
 TOKENS = ("q_m", "k_m", "v_m", "q_j", "k_j", "v_j", "res_m", "res_j")
@@ -118,11 +119,9 @@ def test_fuzz_matches_float64_reference(backend):
         want, want_grads = expected(rounded, p["scale"], grad_outputs)
         got, got_grads = actual(inputs, p["scale"], grad_outputs, backend, device, dtype, layouts)
         nonfinite = values == "nonfinite"
-        tally.add(f"values_{values}", f"masks_{p['masks']}", str(dtype).replace("torch.", ""),
-                  *(f"layout_{layout}" for layout in set(layouts.values())),
-                  *(["batch_0"] if p["batch"] == 0 else []), *(["no_tokens"] if 0 in (p["n_m"], p["n_j"]) else []),
-                  *(["tokens_over_40"] if max(p["n_m"], p["n_j"]) > 40 else []),
-                  f"scale_{p['scale']}", f"residual_{p['residual']}")
+        tally.add(dtype, layouts, f"values_{values}", f"masks_{p['masks']}", f"scale_{p['scale']}",
+                  f"residual_{p['residual']}", batch_0=p["batch"] == 0, no_tokens=0 in (p["n_m"], p["n_j"]),
+                  tokens_over_40=max(p["n_m"], p["n_j"]) > 40)
         for name, g, w in zip(("out_m", "out_j"), got, want):
             assert_matches(g, w, dtype, f"{backend} {name}", nonfinite)
         assert_gradients_match(got_grads, want_grads, dtype, backend, nonfinite)
@@ -145,51 +144,36 @@ def _valid_call(seed: int) -> dict:
 
 
 def _corruptions():
-    def setter(name, value):
-        def apply(call):
-            call[name] = value(call[name]) if callable(value) else value
-        return apply
-
-    def resize(name, dim, delta):
-        def apply(call):
-            shape = list(call[name].shape)
-            shape[dim] = max(0, shape[dim] + delta)
-            call[name] = torch.zeros(shape, dtype=call[name].dtype)
-        return apply
-
     cases = []
     for name in TOKENS:
-        cases += [(setter(name, lambda t: t[0]), name, ValueError), (setter(name, lambda t: t.long()), name, TypeError),
-                  (setter(name, lambda t: t.tolist()), name, TypeError), (resize(name, 3, 1), name, ValueError)]
+        cases += [(set_argument(name, lambda t: t[0]), name, ValueError), *not_a_float_tensor(name),
+                  (resize_argument(name, 3, 1), name, ValueError)]
     for name in TOKENS[1:]:
-        cases.append((setter(name, lambda t: t.double()), "one dtype", TypeError))
-        cases.append((resize(name, 0, 1), name, ValueError))
+        cases.append((set_argument(name, lambda t: t.double()), "one dtype", TypeError))
+        cases.append((resize_argument(name, 0, 1), name, ValueError))
     for name in ("k_m", "v_m", "k_j", "v_j", "res_m", "res_j"):
-        cases.append((resize(name, 2, 1), name, ValueError))
+        cases.append((resize_argument(name, 2, 1), name, ValueError))
     for name in ("mask_m", "mask_j"):
-        cases += [(setter(name, lambda t: t.float()), name, TypeError),
-                  (setter(name, lambda t: t[0]), name, ValueError),
-                  (resize(name, 1, 2), name, ValueError), (setter(name, [[True]]), name, TypeError)]
-    cases += [(setter("scale", float("nan")), "scale", ValueError),
-              (setter("scale", float("inf")), "scale", ValueError),
-              (setter("scale", "0.5"), "scale", TypeError), (setter("scale", True), "scale", TypeError),
-              (setter("scale", torch.tensor(0.5)), "scale", TypeError)]
+        cases += [(set_argument(name, lambda t: t.float()), name, TypeError),
+                  (set_argument(name, lambda t: t[0]), name, ValueError),
+                  (resize_argument(name, 1, 2), name, ValueError), (set_argument(name, [[True]]), name, TypeError)]
+    cases += [(set_argument("scale", float("nan")), "scale", ValueError),
+              (set_argument("scale", float("inf")), "scale", ValueError),
+              (set_argument("scale", "0.5"), "scale", TypeError), (set_argument("scale", True), "scale", TypeError),
+              (set_argument("scale", torch.tensor(0.5)), "scale", TypeError)]
     return cases
 
 
 CORRUPTIONS = _corruptions()
 
 
-@settings(max_examples=max(10, budget("cpp", torch.device("cpu"))), deadline=None)
-@given(index=st.integers(0, len(CORRUPTIONS) - 1), seed=seeds,
-       backend=st.sampled_from(["reference", "cpp", None]))
+def _call_op(call: dict, backend):
+    return jmipose.ops.joint_motion_attention(*(call[n] for n in TOKENS[:6]), res_m=call["res_m"],
+                                              res_j=call["res_j"], scale=call["scale"], mask_m=call["mask_m"],
+                                              mask_j=call["mask_j"], backend=backend)
+
+
+@invalid_call_examples(CORRUPTIONS)
 def test_fuzz_invalid_calls_raise_the_documented_error(index, seed, backend):
-    corrupt, argument, error = CORRUPTIONS[index]
-    call = _valid_call(seed)
-    corrupt(call)
-    with pytest.raises(error) as raised:
-        jmipose.ops.joint_motion_attention(*(call[n] for n in TOKENS[:6]), res_m=call["res_m"], res_j=call["res_j"],
-                                           scale=call["scale"], mask_m=call["mask_m"], mask_j=call["mask_j"],
-                                           backend=backend)
-    message = str(raised.value)
-    assert message.startswith("joint_motion_attention:") and argument in message, message
+    assert_documented_error("joint_motion_attention", CORRUPTIONS[index], _valid_call(seed),
+                            lambda call: _call_op(call, backend))

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 import jmipose
 from jmipose.ops.joint_region_gather import _DTYPES, joint_region_gather_reference
 from tests.backends import backend_params, require_backend
-from tests.fuzz.common import (HUGE, LAYOUTS, NON_FINITE, Tally, assert_gradients_match, assert_matches, budget,
-                               dtypes_for, lay_out, seeds, sprinkle)
+from tests.fuzz.common import (HUGE, LAYOUTS, NON_FINITE, Tally, assert_documented_error, assert_gradients_match,
+                               assert_matches, budget, dtypes_for, invalid_call_examples, lay_out, not_a_float_tensor,
+                               resize_argument, seeds, set_argument, sprinkle)
 
 pytestmark = pytest.mark.fuzz
 NAMES = ("input", "offset", "mask", "weight", "bias")
@@ -124,11 +125,9 @@ def test_fuzz_matches_float64_reference(backend):
         want, want_grads = expected(rounded, g, grad_output)
         got, got_grads = actual(tensors, g, grad_output, backend, device, dtype, layouts)
         nonfinite = values == "nonfinite"
-        tally.add(f"offsets_{offsets}", f"values_{values}", str(dtype).replace("torch.", ""),
-                  *(f"layout_{layout}" for layout in set(layouts.values())),
-                  *(["batch_0"] if g["batch"] == 0 else []), *(["zero_size_image"] if 0 in g["size"] else []),
-                  *(["image_over_9"] if max(g["size"]) > 9 else []),
-                  *(["stride_3"] if 3 in g["stride"] else []), *(["dilation_3"] if 3 in g["dilation"] else []))
+        tally.add(dtype, layouts, f"offsets_{offsets}", f"values_{values}", batch_0=g["batch"] == 0,
+                  zero_size_image=0 in g["size"], image_over_9=max(g["size"]) > 9, stride_3=3 in g["stride"],
+                  dilation_3=3 in g["dilation"])
         assert_matches(got, want, dtype, f"{backend} output", nonfinite)
         assert_gradients_match(got_grads, want_grads, dtype, backend, nonfinite)
 
@@ -146,52 +145,32 @@ def _valid_call(seed: int) -> dict:
             "mask": torch.rand(2, 9, 5, 6, generator=gen), "stride": 1, "padding": 1, "dilation": 1}
 
 
-# (corruption, the argument the error must name, the error type)
 def _corruptions():
-    def shape(name, index, delta):
-        def apply(call):
-            size = list(call[name].shape)
-            size[index] = max(0, size[index] + delta)
-            call[name] = torch.randn(size)
-        return apply
-
-    def setter(name, value):
-        def apply(call):
-            call[name] = value(call[name]) if callable(value) else value
-        return apply
-
     cases = []
     for name, rank in (("input", 4), ("offset", 4), ("weight", 4), ("mask", 4), ("bias", 1)):
-        cases.append((setter(name, lambda t: t.reshape(-1)[:7] if rank != 1 else t[None]), name, ValueError))
-        cases.append((setter(name, lambda t: t.long()), name, TypeError))
-        cases.append((setter(name, lambda t: t.tolist()), name, TypeError))
-        cases.append((setter(name, lambda t: t.to(torch.bool)), name, TypeError))
-    cases += [
-        (shape("offset", 1, 1), "offset", ValueError), (shape("offset", 2, -1), "offset", ValueError),
-        (shape("offset", 0, 1), "offset", ValueError), (shape("mask", 1, 2), "mask", ValueError),
-        (shape("mask", 3, 1), "mask", ValueError), (shape("bias", 0, 1), "bias", ValueError),
-        (shape("weight", 1, 1), "input channels", ValueError), (shape("weight", 0, -6), "weight", ValueError),
-        (setter("weight", lambda t: t.double()), "one dtype", TypeError),
-        (setter("stride", 0), "stride", ValueError), (setter("stride", (1, -2)), "stride", ValueError),
-        (setter("padding", -1), "padding", ValueError), (setter("dilation", (0, 1)), "dilation", ValueError),
-        (setter("stride", 1.5), "stride", TypeError), (setter("padding", (1, 1, 1)), "padding", TypeError),
-        (setter("dilation", True), "dilation", TypeError), (setter("stride", "2"), "stride", TypeError),
-        (setter("padding", 2 ** 40), "offset", ValueError),
-    ]
+        # the wrong rank: a 4-D tensor flattened to 7 entries, the 1-D bias given a leading dim
+        wrong_rank = (lambda t: t.reshape(-1)[:7]) if rank != 1 else (lambda t: t[None])
+        cases.append((set_argument(name, wrong_rank), name, ValueError))
+        cases += not_a_float_tensor(name)
+        cases.append((set_argument(name, lambda t: t.to(torch.bool)), name, TypeError))
+    # (tensor, dim, entries added, what the error names)
+    resized = [("offset", 1, 1, "offset"), ("offset", 2, -1, "offset"), ("offset", 0, 1, "offset"),
+               ("mask", 1, 2, "mask"), ("mask", 3, 1, "mask"), ("bias", 0, 1, "bias"),
+               ("weight", 1, 1, "input channels"), ("weight", 0, -6, "weight")]
+    cases += [(resize_argument(name, dim, delta), named, ValueError) for name, dim, delta, named in resized]
+    cases.append((set_argument("weight", lambda t: t.double()), "one dtype", TypeError))
+    bad_geometry = [("stride", 0, ValueError), ("stride", (1, -2), ValueError), ("padding", -1, ValueError),
+                    ("dilation", (0, 1), ValueError), ("stride", 1.5, TypeError), ("padding", (1, 1, 1), TypeError),
+                    ("dilation", True, TypeError), ("stride", "2", TypeError)]
+    cases += [(set_argument(name, value), name, error) for name, value, error in bad_geometry]
+    cases.append((set_argument("padding", 2 ** 40), "offset", ValueError))  # an output too large to index
     return cases
 
 
 CORRUPTIONS = _corruptions()
 
 
-@settings(max_examples=max(10, budget("cpp", torch.device("cpu"))), deadline=None)
-@given(index=st.integers(0, len(CORRUPTIONS) - 1), seed=seeds,
-       backend=st.sampled_from(["reference", "cpp", None]))
+@invalid_call_examples(CORRUPTIONS)
 def test_fuzz_invalid_calls_raise_the_documented_error(index, seed, backend):
-    corrupt, argument, error = CORRUPTIONS[index]
-    call = _valid_call(seed)
-    corrupt(call)
-    with pytest.raises(error) as raised:
-        jmipose.ops.joint_region_gather(**call, backend=backend)
-    message = str(raised.value)
-    assert message.startswith("joint_region_gather:") and argument in message, message
+    assert_documented_error("joint_region_gather", CORRUPTIONS[index], _valid_call(seed),
+                            lambda call: jmipose.ops.joint_region_gather(**call, backend=backend))

@@ -1,6 +1,7 @@
 """Shared by the joint_region_gather backend tests of this folder (Triton kernels, CUDA through the
 public op, the CUDA source under CPU emulation): the cases, inputs exact in the tested dtype, the
-float64 reference (output by value, the five gradients by autograd) and the tolerance rule.
+float64 reference (output by value, the five gradients by autograd), the tolerance rule, and the
+border and non-finite-offset checks each of those backends runs.
 
 Offsets are multiples of 1/256, so a sampling coordinate is exact in float32 and a backend and the
 reference take the same bilinear cell (the offset gradient has kinks at integer coordinates; on the
@@ -168,3 +169,27 @@ def put_non_finite(offset: torch.Tensor) -> torch.Tensor:
         offset[index] = value
         bad[index] = True
     return bad
+
+
+# The checks every backend's tests run, through ``run(case, inputs, dtype) -> (output, the five
+# gradients)``: the Triton host functions, the emulated CUDA library, the CUDA backend on a GPU.
+
+def check_borders(run, seed: int) -> None:
+    """Samples exactly on, just inside and just outside every border (BORDER_CASE, float32): output and
+    gradients match the reference, and the samples outside the image read nothing."""
+    inputs = make_inputs(BORDER_CASE, seed, torch.float32)
+    inputs["offset"] = border_offsets(BORDER_CASE)
+    out, grads = run(BORDER_CASE, inputs, torch.float32)
+    assert_matches_reference(BORDER_CASE, inputs, out, grads, torch.float32)
+    assert_outside_samples_read_nothing(BORDER_CASE, inputs, out)
+
+
+def check_non_finite_offsets(run, case: Case, seed: int) -> None:
+    """NaN, +-inf and huge offsets (``put_non_finite``, float32): every output and gradient finite and
+    equal to the reference's (those taps read zero), and those offsets get a zero gradient."""
+    inputs = make_inputs(case, seed, torch.float32)
+    bad = put_non_finite(inputs["offset"])
+    out, grads = run(case, inputs, torch.float32)
+    assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads)
+    assert_matches_reference(case, inputs, out, grads, torch.float32)
+    assert (grads[1].cpu()[bad] == 0).all()

@@ -41,15 +41,7 @@ FUZZ_EXAMPLES = int(os.environ.get("JMIPOSE_FUZZ_EXAMPLES", "200"))
 _GPU = torch.cuda.is_available()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """The tensors here are tiny: torch's intra-op threads only add synchronisation, which costs
-    milliseconds per op on a loaded machine (a tiny softmax waits for a thread to be scheduled).  The
-    cpp backend's OpenMP threads are separate and unaffected."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors (tests/conftest.py)
 
 
 def _tolerances(dtype: torch.dtype) -> tuple[dict, dict]:

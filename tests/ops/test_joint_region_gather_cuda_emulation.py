@@ -5,7 +5,7 @@ on CPU tensors, against the float64 reference.
 CI has no GPU, so this is where the CUDA code's index math, tiling, shared-memory synchronisation
 (a __syncthreads() that not every thread reaches aborts instead of hanging) and host logic are
 exercised.  It does not test what only a GPU shows (memory model, real atomics, half-precision
-conversions, speed): the ``gpu`` tests in test_joint_region_gather_triton.py do.  float32 only.
+conversions, speed): the ``gpu`` tests in test_joint_region_gather_cuda.py do.  float32 only.
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ import torch
 from jmipose.ops import _abi
 from tests.cuda_emulation.build import load_op
 from tests.ops.joint_region_gather_cases import (
-    BORDER_CASE,
     CASES,
     GRAD_NAMES,
     Case,
     assert_matches_reference,
-    assert_outside_samples_read_nothing,
-    border_offsets,
+    check_borders,
+    check_non_finite_offsets,
     make_inputs,
-    put_non_finite,
 )
 
 
@@ -96,19 +94,12 @@ def test_several_tiles_and_chunks(emulated_library):
 
 
 def test_borders_and_non_finite_offsets(emulated_library):
-    inputs = make_inputs(BORDER_CASE, 23, torch.float32)
-    inputs["offset"] = border_offsets(BORDER_CASE)
-    out, grads = run_emulated(emulated_library, BORDER_CASE, inputs)
-    assert_matches_reference(BORDER_CASE, inputs, out, grads, torch.float32)
-    assert_outside_samples_read_nothing(BORDER_CASE, inputs, out)
+    def run(case, inputs, dtype):
+        return run_emulated(emulated_library, case, inputs)
 
-    case = Case(batch=2, in_channels=4, out_channels=3, height=5, width=5, offset_groups=2)
-    inputs = make_inputs(case, 24, torch.float32)
-    bad = put_non_finite(inputs["offset"])
-    out, grads = run_emulated(emulated_library, case, inputs)
-    assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads)
-    assert_matches_reference(case, inputs, out, grads, torch.float32)
-    assert (grads[1][bad] == 0).all()
+    check_borders(run, seed=23)
+    check_non_finite_offsets(run, Case(batch=2, in_channels=4, out_channels=3, height=5, width=5, offset_groups=2),
+                             seed=24)
 
 
 def test_empty_batch_and_bad_sizes(emulated_library):

@@ -100,14 +100,20 @@ def case_arguments(batch: int, contiguous: bool, dtype: torch.dtype = torch.floa
     return x, weight, offset, mask, bias
 
 
+def torchvision_axes(test):
+    """Parametrises ``test(backend, contiguous, batch)`` over torchvision's axes: each backend,
+    contiguous and permuted memory layouts, an empty batch and a batch of 33."""
+    for name, values in (("batch", [0, 33]), ("contiguous", [True, False]), ("backend", BACKENDS)):
+        test = pytest.mark.parametrize(name, values)(test)
+    return test
+
+
 def make_layer(backend: str | None, dtype: torch.dtype = torch.float64) -> JointRegionGather:
     return JointRegionGather(IN_CHANNELS, OUT_CHANNELS, KERNEL, stride=STRIDE, padding=PADDING, dilation=DILATION,
                              groups=WEIGHT_GROUPS, backend=backend).to(dtype=dtype)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("contiguous", [True, False])
-@pytest.mark.parametrize("batch", [0, 33])
+@torchvision_axes
 def test_forward(backend, contiguous, batch):
     require_backend(backend)
     x, _, offset, mask, _ = case_arguments(batch, contiguous)
@@ -148,9 +154,7 @@ def test_wrong_sizes_raise_runtime_errors():
     assert isinstance(raised.value, ValueError) and isinstance(raised.value, TypeError)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("contiguous", [True, False])
-@pytest.mark.parametrize("batch", [0, 33])
+@torchvision_axes
 def test_backward(backend, contiguous, batch):
     require_backend(backend)
     x, weight, offset, mask, bias = case_arguments(batch, contiguous)

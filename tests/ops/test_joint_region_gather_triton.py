@@ -1,5 +1,5 @@
-"""Kernel-level contract of op A's Triton backend (jmipose/kernels/joint_region_gather.py) and, on a
-GPU, of its CUDA backend through the public op.
+"""Kernel-level contract of op A's Triton backend (jmipose/kernels/joint_region_gather.py).  The CUDA
+backend on a GPU: test_joint_region_gather_cuda.py.
 
 Every result is compared with the reference evaluated in float64 on the same dtype-rounded inputs
 (tests/ops/joint_region_gather_cases.py has the cases and the tolerance rule).  Without a GPU the
@@ -18,17 +18,15 @@ import pytest
 import torch
 
 from tests.ops.joint_region_gather_cases import (
-    BORDER_CASE,
     CASES,
     GRAD_NAMES,
     MODEL_CASE,
     Case,
     assert_close,
     assert_matches_reference,
-    assert_outside_samples_read_nothing,
-    border_offsets,
+    check_borders,
+    check_non_finite_offsets,
     make_inputs,
-    put_non_finite,
     reference,
 )
 
@@ -115,21 +113,12 @@ def test_channels_not_a_multiple_of_the_blocks(case):
 
 
 def test_samples_on_and_just_outside_the_borders():
-    inputs = make_inputs(BORDER_CASE, 3, torch.float32)
-    inputs["offset"] = border_offsets(BORDER_CASE)
-    out, grads = run_triton(BORDER_CASE, inputs, torch.float32)
-    assert_matches_reference(BORDER_CASE, inputs, out, grads, torch.float32)
-    assert_outside_samples_read_nothing(BORDER_CASE, inputs, out)
+    check_borders(run_triton, seed=3)
 
 
 def test_non_finite_offsets_read_zero_and_get_zero_gradients():
-    case = Case(batch=1, in_channels=4, out_channels=3, height=5, width=5, offset_groups=2)
-    inputs = make_inputs(case, 4, torch.float32)
-    bad = put_non_finite(inputs["offset"])
-    out, grads = run_triton(case, inputs, torch.float32)
-    assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads)
-    assert_matches_reference(case, inputs, out, grads, torch.float32)
-    assert (grads[1].cpu()[bad] == 0).all()
+    check_non_finite_offsets(run_triton, Case(batch=1, in_channels=4, out_channels=3, height=5, width=5,
+                                              offset_groups=2), seed=4)
 
 
 @pytest.mark.parametrize("needs", [(False, True, False, True, False), (True, False, True, False, True)])
@@ -227,46 +216,3 @@ def test_kernels_compile_for_sm80_and_sm90(dtype, tmp_path):
     result = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, dtype], capture_output=True, text=True,
                             env=env, check=False)
     assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-4000:]
-
-
-# --- the CUDA backend, through the public op (runs only where a GPU is present) -------------------
-
-def _cuda_op(case: Case, inputs: dict, dtype: torch.dtype):
-    import jmipose
-
-    status = jmipose.ops.backends()["cuda"]
-    if not status.live:
-        pytest.skip(f"cuda backend not live: {status.reason}")
-    leaves = {n: None if inputs[n] is None else inputs[n].to("cuda", dtype).requires_grad_()
-              for n in GRAD_NAMES}
-    out = jmipose.ops.joint_region_gather(leaves["input"], leaves["offset"], leaves["weight"], leaves["bias"],
-                                          case.stride, case.padding, case.dilation, leaves["mask"],
-                                          backend="cuda")
-    out.backward(inputs["grad_output"].to("cuda", dtype))
-    return out.detach(), tuple(None if leaves[n] is None else leaves[n].grad for n in GRAD_NAMES)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
-                         ids=["float32", "float16", "bfloat16"])
-@pytest.mark.parametrize("name", [*CASES, "model"])
-def test_cuda_backend_matches_float64_reference(name, dtype):
-    case = MODEL_CASE if name == "model" else CASES[name]
-    inputs = make_inputs(case, 17, dtype)
-    out, grads = _cuda_op(case, inputs, dtype)
-    assert_matches_reference(case, inputs, out, grads, dtype)
-
-
-@pytest.mark.gpu
-def test_cuda_backend_borders_and_non_finite_offsets():
-    inputs = make_inputs(BORDER_CASE, 19, torch.float32)
-    inputs["offset"] = border_offsets(BORDER_CASE)
-    out, grads = _cuda_op(BORDER_CASE, inputs, torch.float32)
-    assert_matches_reference(BORDER_CASE, inputs, out, grads, torch.float32)
-    assert_outside_samples_read_nothing(BORDER_CASE, inputs, out)
-    inputs = make_inputs(MODEL_CASE, 19, torch.float32)
-    bad = put_non_finite(inputs["offset"])
-    out, grads = _cuda_op(MODEL_CASE, inputs, torch.float32)
-    assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads)
-    assert_matches_reference(MODEL_CASE, inputs, out, grads, torch.float32)
-    assert (grads[1].cpu()[bad] == 0).all()
