@@ -6,19 +6,16 @@ from jmipose.data.config import DataConfig, build_dataset
 from jmipose.data.errors import BadDataPolicy, DataError
 from jmipose.data.posetrack import PoseTrackVideoDataset, Sample
 from jmipose.data.transforms import (
-    FLIP_INDEX,
-    FLIP_PAIRS,
-    IGNORED_JOINTS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     JOINT_NAMES,
     JOINT_WEIGHTS,
-    NUM_JOINTS,
     AugmentConfig,
     get_affine_transform,
 )
 from jmipose.data.video import Frame, FrameWindow, VideoReader, sliding_windows
 from jmipose.data.window import DEFAULT_WINDOW, key_index, window_indices
+from jmipose.joints import FLIP_INDEX, FLIP_PAIRS, IGNORED_JOINTS, NUM_JOINTS
 
 __all__ = [
     "DEFAULT_WINDOW",

@@ -5,7 +5,7 @@
 - PoseTrack17: ``{"annolist": [...]}`` with one entry per frame (``image[0].name``, ``imgnum``,
   ``is_labeled``, ``ignore_regions``, ``annorect`` people with a head box ``x1/y1/x2/y2``,
   ``track_id`` and ``annopoints[0].point`` joints ``{id, x, y, is_visible}``); values are usually
-  one-element lists. PT17 joint ids follow the MPII order and are mapped to the PT18 order below.
+  one-element lists. PT17 joint ids are poseval's (``jmipose.joints.POSEVAL_JOINTS``), mapped to the PT18 order.
 - Detections: a COCO results list ``[{image_id, bbox: [x, y, w, h], score, category_id}]``.
 
 Everything is converted to the 17-joint PoseTrack18 order with ``(x, y, v)`` rows where ``v > 0``
@@ -24,16 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from jmipose.data.errors import BadDataPolicy, DataError
-from jmipose.data.transforms import JOINT_NAMES, NUM_JOINTS
-
-# PoseTrack17 joint id -> index in the PoseTrack18 order (PT17: 0 right_ankle, 1 right_knee,
-# 2 right_hip, 3 left_hip, 4 left_knee, 5 left_ankle, 6 right_wrist, 7 right_elbow,
-# 8 right_shoulder, 9 left_shoulder, 10 left_elbow, 11 left_wrist, 12 head_bottom, 13 nose, 14 head_top).
-PT17_TO_PT18: dict[int, int] = {0: 16, 1: 14, 2: 12, 3: 11, 4: 13, 5: 15, 6: 10, 7: 8, 8: 6, 9: 5,
-                                10: 7, 11: 9, 12: 1, 13: 0, 14: 2}
-
-# Alternative spellings met in converted PoseTrack files (head_bottom is the neck point).
-_JOINT_ALIASES = {"neck": "head_bottom", "head": "head_top"}
+from jmipose.joints import JOINT_ALIASES as _JOINT_ALIASES
+from jmipose.joints import KEYPOINT_NAMES as JOINT_NAMES
+from jmipose.joints import NUM_JOINTS, PT17_TO_PT18
 
 
 @dataclass

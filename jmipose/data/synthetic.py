@@ -37,9 +37,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jmipose.data._synthetic_motion import JOINT_NAMES, SKELETON
 from jmipose.data._synthetic_scene import HARD_THRESHOLD, HARD_TYPES, plan_scene, render_frame
 from jmipose.data._synthetic_sheet import render_contact_sheet
+from jmipose.joints import KEYPOINT_NAMES, SKELETON
 
 __all__ = ["make_synthetic_posetrack", "synthetic_video", "render_contact_sheet", "hard_image_ids",
            "write_frame_subset", "SyntheticPoseTrack", "SyntheticSplit", "SyntheticVideo", "CATEGORY"]
@@ -50,8 +50,8 @@ FORMAT_VERSION = 3
 SPLITS = ("train", "val")
 _SPLIT_BASE = {"train": 100000, "val": 200000}     # video ids: train 100000.., val 200000..
 CATEGORY = {
-    "supercategory": "person", "id": 1, "name": "person", "keypoints": list(JOINT_NAMES),
-    "skeleton": [list(limb) for limb in SKELETON],
+    "supercategory": "person", "id": 1, "name": "person", "keypoints": list(KEYPOINT_NAMES),
+    "skeleton": [[a + 1, b + 1] for a, b in SKELETON],
 }
 
 

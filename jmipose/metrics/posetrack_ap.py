@@ -19,8 +19,10 @@ as poseval so ties break the same way), precision/recall are accumulated and AP 
 all-point area (precision made monotone). A joint with no prediction has AP 0; a joint with
 predictions but no ground truth has AP NaN; with no frame to score (no ground-truth frame with an
 annotated person, or a filter that keeps none) every value is NaN and ``frames`` is 0. Columns:
-Head = mean(head_top, head_bottom, nose), the limbs the mean of left and right, Total = the mean of
-the 15 joint APs that are not NaN (not the mean of the columns). Ears are not scored.
+Columns: :data:`jmipose.joints.AP_COLUMNS`, each the mean of its joints' APs
+(:data:`jmipose.joints.AP_COLUMN_JOINTS`: Head = the three head joints, the limbs the mean of left and
+right), Total = the mean of the 15 joint APs that are not NaN (not the mean of the columns). Ears are
+not scored.
 """
 
 from __future__ import annotations
@@ -37,20 +39,11 @@ from jmipose.metrics.posetrack_io import (
     MISSING_SCORE, NUM_POSEVAL_JOINTS, POSEVAL_JOINTS, Frame, Person, PredictionCheckError, Sequence,
     align_predictions, load_sequence,
 )
+from jmipose.joints import AP_COLUMN_JOINTS
+from jmipose.joints import AP_COLUMNS as COLUMNS
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total")
-# poseval's getCum: the joints averaged into each column, in its order (it matters for rounding).
-_COLUMN_JOINTS = {
-    "Head": ("head_top", "head_bottom", "nose"),
-    "Shoulder": ("right_shoulder", "left_shoulder"),
-    "Elbow": ("right_elbow", "left_elbow"),
-    "Wrist": ("right_wrist", "left_wrist"),
-    "Hip": ("right_hip", "left_hip"),
-    "Knee": ("right_knee", "left_knee"),
-    "Ankle": ("right_ankle", "left_ankle"),
-}
 PCKH_THRESHOLD = 0.5
 
 FrameFilter = Callable[[str, dict], bool]
@@ -196,7 +189,7 @@ class _Accumulator:
 def summarize(per_joint: dict[str, float]) -> dict[str, float]:
     """The Head ... Ankle, Total columns from the 15 joint APs, as poseval averages them."""
     out = {col: float(np.mean(np.array([per_joint[n] for n in names], dtype=np.float64)))
-           for col, names in _COLUMN_JOINTS.items()}
+           for col, names in AP_COLUMN_JOINTS.items()}
     values = np.array([per_joint[n] for n in POSEVAL_JOINTS], dtype=np.float64)
     valid = values[~np.isnan(values)]
     out["Total"] = float(valid.mean()) if len(valid) else float("nan")

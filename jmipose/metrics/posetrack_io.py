@@ -4,8 +4,8 @@ poseval (the official PoseTrack evaluator) converts PoseTrack18/21 COCO-style fi
 PoseTrack17 "annolist" layout and scores 15 joints; this module produces the same per-frame people
 from either layout:
 
-- Joints: the 17 PoseTrack18 names map to poseval's 15 ids by name; the ears (and any unknown name)
-  are dropped. ``head_bottom`` is poseval's "neck".
+- Joints: the 17 PoseTrack18 names map to poseval's 15 ids by name (``jmipose.joints.POSEVAL_JOINTS``);
+  the ears (and any unknown name) are dropped.
 - A COCO-style keypoint with ``x == 0 and y == 0 and v == 0`` is "not annotated" (absent); any other
   keypoint is present, whatever its visibility (poseval keeps a v=0 point with coordinates).
 - Per-joint scores come from ``annotations[].scores`` (17 numbers, in keypoint order); an empty or
@@ -31,20 +31,10 @@ from typing import Any
 
 import numpy as np
 
-# poseval's joint ids (its `Joint` class): index -> PoseTrack18 name.
-POSEVAL_JOINTS: tuple[str, ...] = (
-    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
-    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
-    "head_bottom", "nose", "head_top",
-)
-NUM_POSEVAL_JOINTS = len(POSEVAL_JOINTS)
-MISSING_SCORE = -9999.0  # poseval's MIN_SCORE, used when a prediction carries no per-joint score
+from jmipose.joints import KEYPOINT_NAMES as _PT18_DEFAULT_KEYPOINTS
+from jmipose.joints import NUM_POSEVAL_JOINTS, POSEVAL_JOINTS
 
-_PT18_DEFAULT_KEYPOINTS = (
-    "nose", "head_bottom", "head_top", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
-    "right_knee", "left_ankle", "right_ankle",
-)
+MISSING_SCORE = -9999.0  # poseval's MIN_SCORE, used when a prediction carries no per-joint score
 
 
 class PredictionCheckError(ValueError):
