@@ -25,6 +25,7 @@ from jmipose.data.errors import DataError
 from jmipose.engine.inferencer import Inferencer
 from jmipose.engine.predict import image_id, predict_video
 from jmipose.metrics.posetrack_ap import posetrack_ap
+from tests.data.helpers import decoded_frames
 
 REAL_CLIP = "posetrack18/videos/000001_mpiinew_test/000001_mpiinew_test.mp4"
 SEQUENCE = "200000_mpii_val"   # the quick demo's validation video
@@ -346,18 +347,6 @@ def test_image_ids_follow_posetrack():
 
 # ----- streaming results, a killed run, --resume -----
 
-def _decoded(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
-
-
 @pytest.fixture(scope="module")
 def long_mp4(tmp_path_factory):
     from jmipose.data.synthetic import synthetic_video
@@ -406,14 +395,14 @@ def test_a_killed_run_resumes_to_the_files_of_an_uninterrupted_run(long_mp4, che
     assert not (killed / "long.json").exists() and not (killed / "long.mp4").exists()
     pieces = sorted((killed / "long.partial").glob("*.mp4"))
     closed = [p for p in pieces if not p.name.endswith(".part.mp4")]
-    assert closed and sum(len(_decoded(p)) for p in closed) == 25 * len(closed) >= 25
+    assert closed and sum(len(decoded_frames(p)) for p in closed) == 25 * len(closed) >= 25
     # resume, and an uninterrupted run to compare with
     assert cli([*args, "--out", str(killed), "--resume"]) == 0
     assert cli([*args, "--out", str(whole)]) == 0
     resumed, reference = (json.loads((d / "long.json").read_text()) for d in (killed, whole))
     assert len(resumed["images"]) == 90 and resumed == reference
     assert (killed / "long.jsonl").read_text() == (whole / "long.jsonl").read_text()
-    a, b = _decoded(killed / "long.mp4"), _decoded(whole / "long.mp4")
+    a, b = decoded_frames(killed / "long.mp4"), decoded_frames(whole / "long.mp4")
     assert len(a) == len(b) == 90 and all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not (killed / "long.partial").exists()
     # without --resume an interrupted stream is not overwritten
