@@ -73,8 +73,8 @@ def test_the_definitions_hang_together():
 
 def test_every_module_takes_the_joints_from_joints_py():
     from jmipose.data import _synthetic_motion, transforms
-    from jmipose.data import synthetic
     from jmipose.engine import demo, demo_report
+    from jmipose.formats import posetrack
 
     posetrack_ap = importlib.import_module("jmipose.metrics.posetrack_ap")  # the package exports a function so named
 
@@ -83,5 +83,5 @@ def test_every_module_takes_the_joints_from_joints_py():
     assert transforms.IGNORED_JOINTS is joints.IGNORED_JOINTS
     assert _synthetic_motion.NUM_JOINTS == joints.NUM_JOINTS
     assert posetrack_ap.COLUMNS is demo.COLUMNS is demo_report.COLUMNS is joints.AP_COLUMNS
-    assert synthetic.CATEGORY["keypoints"] == list(joints.KEYPOINT_NAMES)
-    assert synthetic.CATEGORY["skeleton"] == [[a + 1, b + 1] for a, b in joints.SKELETON]
+    assert posetrack.CATEGORY["keypoints"] == list(joints.KEYPOINT_NAMES)
+    assert posetrack.CATEGORY["skeleton"] == [[a + 1, b + 1] for a, b in joints.SKELETON]

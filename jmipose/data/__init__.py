@@ -3,7 +3,6 @@ video benchmark (``jmipose.data.synthetic``) and streaming video input. See ``Po
 for the sample contract and ``VideoReader`` for inference."""
 
 from jmipose.data.config import DataConfig, build_dataset
-from jmipose.data.errors import BadDataPolicy, DataError
 from jmipose.data.posetrack import PoseTrackVideoDataset, Sample
 from jmipose.data.transforms import (
     IMAGENET_MEAN,
@@ -15,6 +14,7 @@ from jmipose.data.transforms import (
 )
 from jmipose.data.video import Frame, FrameWindow, VideoReader, sliding_windows
 from jmipose.data.window import DEFAULT_WINDOW, key_index, window_indices
+from jmipose.formats.errors import BadDataPolicy, DataError
 from jmipose.joints import FLIP_INDEX, FLIP_PAIRS, IGNORED_JOINTS, NUM_JOINTS
 
 __all__ = [

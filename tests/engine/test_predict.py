@@ -21,7 +21,7 @@ import torch
 import jmipose
 from jmipose.checkpoint import CheckpointError, StateDictMismatchError
 from jmipose.cli import main as cli
-from jmipose.data.errors import DataError
+from jmipose.formats.errors import DataError
 from jmipose.engine.inferencer import Inferencer
 from jmipose.engine.predict import image_id, predict_video
 from jmipose.metrics.posetrack_ap import posetrack_ap
@@ -287,7 +287,7 @@ def test_bad_boxes(shared_data, checkpoint, tmp_path, capsys):
         infer(clip, detections=empty)
     with pytest.raises(ValueError, match=r"box 0 \(2000, 10, 50, 50\) lies outside the 1280x720 frame"):
         infer(clip, boxes=[(2000, 10, 50, 50)])
-    with pytest.raises(ValueError, match="entry 0: 'bbox' must be"):
+    with pytest.raises(ValueError, match=r"field '\[0\]\.bbox': negative box size"):
         infer(clip, detections=[{"image_id": 0, "bbox": [1, 2, -3, 4], "score": 1}])
     far = [{"frame_index": 0, "bbox": [5000, 5000, 10, 10], "score": 1}]
     with pytest.raises(ValueError, match="outside the 1280x720 frame"):
