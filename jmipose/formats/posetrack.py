@@ -45,12 +45,12 @@ from jmipose.joints import (
 # ---------------------------------------------------------------------------------------------
 # the image-id rule
 
-# PoseTrack18 image ids are 1SSSSSSFFFF: 10**10 + six sequence digits x 10**4 + four frame digits
-# (000001_bonn_train frame 23 is 10000010023 in the PoseTrack annotation files). poseval's
-# posetrack18_id2fname.py also knows a leading 2 (bonn) and 3 (mpiinew) as the sequence's source, a
-# convention of its PoseTrack17 -> 18 converter, which rebuilds ids from file names and never reads
-# them; its evaluation matches frames by position. The annotation files use 1 (the mpii, bonn files
-# at hand), and so do we.
+# PoseTrack18 image ids are 1SSSSSSFFFF: 10**10 + six sequence digits x 10**4 + four frame digits, as
+# the annotation files write them (the mpii excerpts in tests' shared data; PoseTrack21's format
+# documentation gives 000001_bonn_train's first frame as 10000010000). poseval's posetrack18_id2fname.py
+# writes a leading 2 for bonn and 3 for mpiinew sequences instead: that is its PoseTrack17 -> 18
+# converter's convention, which rebuilds ids from file names and never reads a file's ids, and its
+# evaluation matches frames by position, not by id. We write the annotation files' 1.
 IMAGE_ID_BASE = 10_000_000_000
 SEQUENCE_NUMBERS = 1_000_000        # six digits
 FRAME_NUMBERS = 10_000              # four digits
