@@ -1,8 +1,10 @@
 """The file formats jmipose reads and writes, each in one place, with one error type.
 
 - :mod:`jmipose.formats.posetrack`: PoseTrack17 (annolist), PoseTrack18 and PoseTrack21 (COCO-style)
-  annotation and prediction files, the PoseTrack18 image-id rule (``1SSSSSSFFFF``), reading for the
-  training loader and for the evaluator (what poseval sees), and writing predictions.
+  annotation and prediction files: the PoseTrack18 image-id rule (``1SSSSSSFFFF``), the training
+  loader's reading, and writing predictions.
+- :mod:`jmipose.formats.poseval`: the same files as the evaluator reads them (what poseval sees),
+  from the same pieces.
 - :mod:`jmipose.formats.detections`: COCO-style person detections, for the training loader's
   validation boxes and for a video's boxes (matched to its PoseTrack sequence).
 - :mod:`jmipose.formats.fields`: reading JSON files and their fields (numbers, boxes, lists), the one
@@ -24,10 +26,10 @@ from jmipose.formats.posetrack import (
     posetrack_image_id,
     posetrack_sequence,
     read_annotation_file,
-    read_sequence,
     sequence_image_id,
     split_image_id,
 )
+from jmipose.formats.poseval import read_sequence
 
 __all__ = [
     "CATEGORY",

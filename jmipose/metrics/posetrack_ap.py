@@ -1,6 +1,6 @@
 """PoseTrack per-joint AP, the same numbers as poseval's ``evaluateAP`` (multi-person PCKh AP).
 
-The files are read by :func:`jmipose.formats.posetrack.read_sequence` as poseval reads them (which
+The files are read by :func:`jmipose.formats.poseval.read_sequence` as poseval reads them (which
 frames are scored, which joints, which scores, head boxes, ignore regions; see there). Prediction frames
 are matched to ground-truth frames by image ``id`` (then ``file_name``) when both files are
 PoseTrack18-style; otherwise by position, as poseval always does (equal frame counts).
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from jmipose.formats.errors import BadDataPolicy, DataError
-from jmipose.formats.posetrack import MISSING_SCORE, Frame, Person, Sequence, read_sequence
+from jmipose.formats.poseval import MISSING_SCORE, Frame, Person, Sequence, read_sequence
 from jmipose.joints import AP_COLUMN_JOINTS, NUM_POSEVAL_JOINTS, POSEVAL_JOINTS
 from jmipose.joints import AP_COLUMNS as COLUMNS
 
