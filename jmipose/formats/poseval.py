@@ -156,12 +156,13 @@ def _poseval_coco(data: dict, file: Path, want_scores: bool, policy: BadDataPoli
 
 def _poseval_coco_person(ann: dict, table: list[int | None], file, where: str, want_scores: bool,
                          label: str) -> Person:
-    keypoints = as_numbers(get(ann, "keypoints", file, where), file, f"{where}.keypoints", length=3 * len(table))
+    keypoints = as_numbers(get(ann, "keypoints", file, where), file, f"{where}.keypoints",
+                           length=3 * len(table)).tolist()
     scores = ann.get("scores")
     if scores:  # poseval: an empty or missing list means "no scores"
         if isinstance(scores, list) and len(scores) != len(table):
             raise DataError(file, f"{where}.scores", f"must list {len(table)} per-joint scores, got {len(scores)}")
-        scores = as_numbers(scores, file, f"{where}.scores", length=len(table))
+        scores = as_numbers(scores, file, f"{where}.scores", length=len(table)).tolist()
     else:
         scores = None
         if want_scores:
@@ -171,7 +172,7 @@ def _poseval_coco_person(ann: dict, table: list[int | None], file, where: str, w
         x, y, v = keypoints[3 * k: 3 * k + 3]
         if joint is None or (x == 0 and y == 0 and v == 0):
             continue
-        points.setdefault(joint, (float(x), float(y), None if scores is None else float(scores[k])))
+        points.setdefault(joint, (x, y, None if scores is None else scores[k]))
     head = ann.get("bbox_head")
     head_box = None
     if head is not None:
