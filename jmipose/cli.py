@@ -72,9 +72,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     """The library's error types that always mean "the input is wrong", never a bug."""
     from jmipose.checkpoint import CheckpointError, StateDictMismatchError
     from jmipose.config import ConfigError
-    from jmipose.data.errors import DataError
+    from jmipose.formats.errors import DataError
     from jmipose.data.workers import WorkerDiedError
-    from jmipose.metrics.posetrack_io import PredictionCheckError
+    from jmipose.metrics.posetrack_ap import PredictionCheckError
     from jmipose.resources import ResourceLimitError
 
     return (ConfigError, DataError, CheckpointError, StateDictMismatchError, PredictionCheckError,
@@ -95,9 +95,9 @@ def _raised_by_jmipose(error: BaseException) -> bool:
 def is_user_error(error: BaseException) -> bool:
     """Whether ``error`` is a user's mistake (one line, exit 2) rather than a bug (a traceback).
 
-    User errors: :class:`jmipose.config.ConfigError`, :class:`jmipose.data.errors.DataError`,
+    User errors: :class:`jmipose.config.ConfigError`, :class:`jmipose.formats.errors.DataError`,
     :class:`jmipose.checkpoint.CheckpointError` and ``StateDictMismatchError``,
-    :class:`jmipose.metrics.posetrack_io.PredictionCheckError`, :class:`jmipose.resources.ResourceLimitError`,
+    :class:`jmipose.metrics.posetrack_ap.PredictionCheckError`, :class:`jmipose.resources.ResourceLimitError`,
     :class:`jmipose.data.workers.WorkerDiedError` (a DataLoader worker killed, e.g. by the OOM killer),
     ``OSError`` (a path that cannot be read or written, a full disk, a run lock held by another
     process), and a ``ValueError`` or ``FloatingPointError`` raised by jmipose's own argument checks

@@ -3,22 +3,19 @@ video benchmark (``jmipose.data.synthetic``) and streaming video input. See ``Po
 for the sample contract and ``VideoReader`` for inference."""
 
 from jmipose.data.config import DataConfig, build_dataset
-from jmipose.data.errors import BadDataPolicy, DataError
 from jmipose.data.posetrack import PoseTrackVideoDataset, Sample
 from jmipose.data.transforms import (
-    FLIP_INDEX,
-    FLIP_PAIRS,
-    IGNORED_JOINTS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     JOINT_NAMES,
     JOINT_WEIGHTS,
-    NUM_JOINTS,
     AugmentConfig,
     get_affine_transform,
 )
 from jmipose.data.video import Frame, FrameWindow, VideoReader, sliding_windows
 from jmipose.data.window import DEFAULT_WINDOW, key_index, window_indices
+from jmipose.formats.errors import BadDataPolicy, DataError
+from jmipose.joints import FLIP_INDEX, FLIP_PAIRS, IGNORED_JOINTS, NUM_JOINTS
 
 __all__ = [
     "DEFAULT_WINDOW",

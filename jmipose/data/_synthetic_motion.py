@@ -16,19 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# PoseTrack18 keypoint order (ears exist in the format but are never labelled).
-JOINT_NAMES = (
-    "nose", "head_bottom", "head_top", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
-NUM_JOINTS = len(JOINT_NAMES)
-# 1-based limb list of the PoseTrack18 ``categories`` entry.
-SKELETON = (
-    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9),
-    (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
-)
-EAR_JOINTS = (3, 4)
+from jmipose.joints import IGNORED_JOINTS as EAR_JOINTS
+from jmipose.joints import NUM_JOINTS
+
+# The PoseTrack18 joints (jmipose.joints); the ears (EAR_JOINTS) exist in the format but are never labelled.
 LABELLED_JOINTS = tuple(j for j in range(NUM_JOINTS) if j not in EAR_JOINTS)
 
 # Segment lengths as fractions of the standing height (head + neck + torso + thigh + shin + ankle = 1).

@@ -9,17 +9,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jmipose.data._synthetic_motion import SKELETON
 from jmipose.data._synthetic_scene import HARD_THRESHOLD, HARD_TYPES
+from jmipose.joints import SKELETON
+
 
 def _draw_skeleton(image, annotations, scale):
     for ann in annotations:
         kp = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
         labelled = (kp[:, 0] != 0) | (kp[:, 1] != 0) | (kp[:, 2] != 0)
         for a, b in SKELETON:
-            if labelled[a - 1] and labelled[b - 1]:
-                p = tuple(np.round(kp[a - 1, :2] * scale).astype(int))
-                q = tuple(np.round(kp[b - 1, :2] * scale).astype(int))
+            if labelled[a] and labelled[b]:
+                p = tuple(np.round(kp[a, :2] * scale).astype(int))
+                q = tuple(np.round(kp[b, :2] * scale).astype(int))
                 cv2.line(image, p, q, (0, 0, 0), 2, cv2.LINE_AA)
                 cv2.line(image, p, q, (255, 255, 255), 1, cv2.LINE_AA)
         for j in np.flatnonzero(labelled):

@@ -1,56 +1,6 @@
-"""Bad input data: one error type that names the file and the field, and the skip-or-raise policy."""
+"""Bad input data: the error type and the skip-or-raise policy live in :mod:`jmipose.formats.errors`
+(the file formats' module); this name stays for the code that imports them from here."""
 
-from __future__ import annotations
+from jmipose.formats.errors import BadDataPolicy, DataError, logger
 
-import logging
-
-logger = logging.getLogger("jmipose.data")
-
-
-class DataError(ValueError):
-    """A data file that cannot be used as it is.
-
-    ``file`` is the offending file (annotation JSON, frame image, video), ``field`` the place inside
-    it (``"annotations[3].bbox"``) or ``None`` when the whole file is at fault.
-    """
-
-    def __init__(self, *args):
-        # DataError(file, field, problem), or DataError(message) as torch's DataLoader rebuilds a
-        # worker's exception from its formatted text (that text still names the file).
-        if len(args) == 1:
-            self.file, self.field, self.problem = None, None, str(args[0])
-            super().__init__(self.problem)
-            return
-        if len(args) != 3:
-            raise TypeError("DataError(file, field, problem) or DataError(message)")
-        file, field, problem = args
-        self.file = None if file is None else str(file)
-        self.field = field
-        self.problem = problem
-        where = self.file if self.file is not None else "<data>"
-        if field:
-            where += f", field '{field}'"
-        super().__init__(f"{where}: {problem}")
-
-    def __reduce__(self):  # keep the attributes when the error is pickled
-        if self.file is None and self.field is None:
-            return (type(self), (self.problem,))
-        return (type(self), (self.file, self.field, self.problem))
-
-
-class BadDataPolicy:
-    """Raise bad-data errors, or, when the user asked for ``skip_bad``, log each one and go on.
-
-    The skipped messages are kept in ``skipped`` so a caller can report or inspect them.
-    """
-
-    def __init__(self, skip_bad: bool = False, log: logging.Logger = logger):
-        self.skip_bad = bool(skip_bad)
-        self.log = log
-        self.skipped: list[str] = []
-
-    def handle(self, error: DataError, what: str = "entry") -> None:
-        if not self.skip_bad:
-            raise error
-        self.skipped.append(str(error))
-        self.log.warning("skip_bad: skipping %s: %s", what, error)
+__all__ = ["BadDataPolicy", "DataError", "logger"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jmipose.data.errors import DataError
+from jmipose.formats.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 FRAME_NUMBERINGS = ("auto", 0, 1)

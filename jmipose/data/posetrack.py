@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jmipose.data.errors import BadDataPolicy, DataError
 from jmipose.data.frames import FRAME_NUMBERINGS, read_image_rgb
 from jmipose.data.posetrack_index import (
     GT_BOX_SOURCES,
@@ -44,6 +43,7 @@ from jmipose.data.transforms import (
     warp_frame,
 )
 from jmipose.data.window import DEFAULT_WINDOW, key_index, normalize_window
+from jmipose.formats.errors import BadDataPolicy, DataError
 
 logger = logging.getLogger("jmipose.data")
 

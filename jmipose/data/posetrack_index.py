@@ -13,19 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from jmipose.data.errors import BadDataPolicy, DataError
 from jmipose.data.frames import SequenceFiles, read_image_rgb
-from jmipose.data.posetrack_format import (
-    Detection,
-    FrameInfo,
-    PersonAnnotation,
-    load_json,
-    parse_annolist,
-    parse_coco_style,
-    parse_detections,
-)
-from jmipose.data.transforms import IGNORED_JOINTS, JOINT_NAMES
 from jmipose.data.window import window_indices
+from jmipose.formats.detections import Detection, read_detections
+from jmipose.formats.errors import BadDataPolicy, DataError
+from jmipose.formats.fields import load_json
+from jmipose.formats.posetrack import FrameInfo, PersonAnnotation, read_annotation_file
+from jmipose.joints import IGNORED_JOINTS, KEYPOINT_NAMES, NUM_JOINTS
 
 logger = logging.getLogger("jmipose.data")
 
@@ -154,28 +148,16 @@ class PoseTrackIndex:
     def _load_annotations(self) -> None:
         for file in self.annotation_files:
             try:
-                data = load_json(file)
-                if isinstance(data, dict) and "annolist" in data:
-                    if self.version != "17":
-                        logger.warning("%s is a PoseTrack17 annolist file but version=%r", file, self.version)
-                    # Ids for frames whose folder name carries no video number: unique past any real id.
-                    frames, people = parse_annolist(
-                        data, file, self._policy, first_fallback_id=10**11 + self._fallback_ids
-                    )
-                    self._fallback_ids += len(data["annolist"]) if isinstance(data["annolist"], list) else 0
-                elif isinstance(data, dict) and "images" in data:
-                    frames, people = parse_coco_style(data, file, self._policy)
-                else:
-                    keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
-                    raise DataError(
-                        file,
-                        None,
-                        "not a PoseTrack annotation file: expected 'images' and "
-                        f"'annotations' (PoseTrack18/21) or 'annolist' (PoseTrack17), got {keys}",
-                    )
+                # Ids for PoseTrack17 frames whose folder name carries no video number: past any real id.
+                found = read_annotation_file(file, self._policy, first_fallback_id=10**11 + self._fallback_ids)
             except DataError as error:
                 self._policy.handle(error, "annotation file")
                 continue
+            if found.layout == "annolist":
+                if self.version != "17":
+                    logger.warning("%s is a PoseTrack17 annolist file but version=%r", file, self.version)
+                self._fallback_ids += found.entries
+            frames, people = found.frames, found.people
             rejected = set()
             for frame in frames:
                 if frame.image_id in self.frames:
@@ -287,7 +269,7 @@ class PoseTrackIndex:
                         DataError(
                             person.source,
                             f"{person.where}.keypoints",
-                            f"joint {JOINT_NAMES[j]} at ({x[j]:g}, {y[j]:g}) is outside the "
+                            f"joint {KEYPOINT_NAMES[j]} at ({x[j]:g}, {y[j]:g}) is outside the "
                             f"{frame.width}x{frame.height} image by more than "
                             f"{self.keypoint_margin:g} of its size",
                         ),
@@ -337,7 +319,7 @@ class PoseTrackIndex:
         data = load_json(
             self.boxes_file
         )  # an unusable detections file leaves nothing to evaluate: always raise
-        detections = parse_detections(data, self.boxes_file, self._policy)
+        detections = read_detections(data, self.boxes_file, self._policy)
         by_image: dict[int, list[Detection]] = {}
         unknown = 0
         for det in detections:
@@ -376,7 +358,7 @@ class PoseTrackIndex:
                 entries = self._gt_boxes(frame)
             else:
                 entries = [
-                    (d.bbox, d.score, np.zeros((len(JOINT_NAMES), 3), np.float32), -1)
+                    (d.bbox, d.score, np.zeros((NUM_JOINTS, 3), np.float32), -1)
                     for d in detections.get(frame.image_id, [])
                 ]
             if not entries:

@@ -37,9 +37,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jmipose.data._synthetic_motion import JOINT_NAMES, SKELETON
 from jmipose.data._synthetic_scene import HARD_THRESHOLD, HARD_TYPES, plan_scene, render_frame
 from jmipose.data._synthetic_sheet import render_contact_sheet
+from jmipose.formats.posetrack import CATEGORY, posetrack_image_id
 
 __all__ = ["make_synthetic_posetrack", "synthetic_video", "render_contact_sheet", "hard_image_ids",
            "write_frame_subset", "SyntheticPoseTrack", "SyntheticSplit", "SyntheticVideo", "CATEGORY"]
@@ -49,10 +49,6 @@ __all__ = ["make_synthetic_posetrack", "synthetic_video", "render_contact_sheet"
 FORMAT_VERSION = 3
 SPLITS = ("train", "val")
 _SPLIT_BASE = {"train": 100000, "val": 200000}     # video ids: train 100000.., val 200000..
-CATEGORY = {
-    "supercategory": "person", "id": 1, "name": "person", "keypoints": list(JOINT_NAMES),
-    "skeleton": [list(limb) for limb in SKELETON],
-}
 
 
 @dataclass(frozen=True)
@@ -125,9 +121,9 @@ def _r(value, digits=2):
 
 
 # poseval (the PoseTrack benchmark's evaluator) parses a sequence's name as <6-digit id>_<source>_<split>
-# and knows the sources mpii, bonn and mpiinew (image ids 1, 2, 3 x 10**10 + id x 10**4 + frame); any
-# other name fails its converter.  The synthetic videos take "mpii", whose ids (10**10 + ...) they
-# already use; the sequence JSON's "info" says they are synthetic.
+# and knows the sources mpii, bonn and mpiinew; any other name fails its converter.  The synthetic
+# videos take "mpii" (image ids: jmipose.formats.posetrack's rule); the sequence JSON's "info" says
+# they are synthetic.
 SEQUENCE_SOURCE = "mpii"
 
 
@@ -136,13 +132,20 @@ def sequence_name(vid_id: str, split: str) -> str:
     return f"{vid_id}_{SEQUENCE_SOURCE}_{split}"
 
 
+def _image_id(vid_id: str, frame: int) -> int:
+    image_id = posetrack_image_id(int(vid_id), frame)
+    if image_id is None:   # the arguments' checks keep video ids to six digits and frames to four
+        raise ValueError(f"video {vid_id} frame {frame} has no PoseTrack18 image id")
+    return image_id
+
+
 def _sequence_json(split, seq, vid_id, frames, size, regions, records, label_every):
     width, height = size
     images, annotations = [], []
     regions_x = [[int(round(x)) for x in poly[:, 0]] for poly in regions]
     regions_y = [[int(round(y)) for y in poly[:, 1]] for poly in regions]
     for t, frame in enumerate(records):
-        image_id = 10000000000 + int(vid_id) * 10000 + t
+        image_id = _image_id(vid_id, t)
         labelled = t % label_every == 0
         images.append({
             "has_no_densepose": True, "is_labeled": labelled,
@@ -204,7 +207,7 @@ def _render_video(job):
             raise RuntimeError(f"JPEG encoding failed for {seq} frame {t}")
         (image_dir / f"{t:06d}.jpg").write_bytes(encoded.tobytes())
         (mask_dir / f"{t:06d}.jpg").write_bytes(mask_bytes)
-        image_id = 10000000000 + int(vid_id) * 10000 + t
+        image_id = _image_id(vid_id, t)
         for box, score in sorted(frame.detections, key=lambda d: -d[1]):
             detections.append({"bbox": [_r(v) for v in box], "category_id": 1, "image_id": image_id,
                                "score": _r(score, 4)})

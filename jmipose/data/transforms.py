@@ -24,39 +24,16 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
-JOINT_NAMES: tuple[str, ...] = (
-    "nose", "head_bottom", "head_top", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
-NUM_JOINTS = len(JOINT_NAMES)
+from jmipose import joints
+from jmipose.joints import FLIP_INDEX as FLIP_INDEX  # re-exported: this module's public names
+from jmipose.joints import FLIP_PAIRS, IGNORED_JOINTS, LOWER_BODY_JOINTS, UPPER_BODY_JOINTS, flip_permutation
+from jmipose.joints import NUM_JOINTS as NUM_JOINTS
 
-# Left/right joint pairs in the PoseTrack18 order (ears, shoulders, elbows, wrists, hips, knees, ankles).
-FLIP_PAIRS: tuple[tuple[int, int], ...] = ((3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
-
-
-def _flip_permutation(pairs: tuple[tuple[int, int], ...], num_joints: int) -> tuple[int, ...]:
-    order = list(range(num_joints))
-    for left, right in pairs:
-        order[left], order[right] = right, left
-    return tuple(order)
-
-
-# Channel order of a mirrored prediction: heatmaps_of_flipped_image[:, FLIP_INDEX] are left/right
-# consistent with the unflipped image (the engine's flip test uses it).
-FLIP_INDEX: tuple[int, ...] = _flip_permutation(FLIP_PAIRS, NUM_JOINTS)
-
-# PoseTrack never labels the ears (the slots exist for COCO compatibility): never a training target.
-IGNORED_JOINTS: tuple[int, ...] = (3, 4)
-
-# JM-Pose/JMI joint weights: 1 head and ears, shoulders, hips; 1.2 elbows and knees; 1.5 wrists and ankles.
-JOINT_WEIGHTS = np.array(
-    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.2, 1.2, 1.5, 1.5, 1.0, 1.0, 1.2, 1.2, 1.5, 1.5], dtype=np.float32
-)
+# The joints' facts (names, flip pairs and permutation, ignored joints, body halves, weights) live in
+# jmipose.joints; JOINT_NAMES and JOINT_WEIGHTS are this module's views of them.
+JOINT_NAMES = joints.KEYPOINT_NAMES
+JOINT_WEIGHTS = np.array(joints.JOINT_WEIGHTS, dtype=np.float32)
 JOINT_WEIGHTS.flags.writeable = False
-
-UPPER_BODY_JOINTS: tuple[int, ...] = tuple(range(11))
-LOWER_BODY_JOINTS: tuple[int, ...] = tuple(range(11, 17))
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -225,8 +202,7 @@ def flip_joints(joints: np.ndarray, image_width: int, pairs=FLIP_PAIRS) -> np.nd
     """Mirror ``[J, >=2]`` image-space joints and swap the left/right slots (labels travel along)."""
     flipped = np.array(joints, dtype=np.float64 if np.asarray(joints).dtype == np.float64 else np.float32)
     flipped[:, 0] = image_width - 1 - flipped[:, 0]
-    order = _flip_permutation(tuple(pairs), flipped.shape[0])
-    return flipped[list(order)]
+    return flipped[flip_permutation(flipped.shape[0], tuple(pairs))]
 
 
 @dataclass(frozen=True)

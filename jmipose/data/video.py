@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jmipose.data.errors import DataError
+from jmipose.formats.errors import DataError
 from jmipose.data.frames import IMAGE_EXTENSIONS, image_size, read_image_rgb
 from jmipose.data.window import DEFAULT_WINDOW, key_index, normalize_window, window_indices, window_offsets
 from jmipose.resources import check_bytes

@@ -31,7 +31,7 @@ from jmipose.config import Config, EvalConfig, TrainConfig, to_dict
 from jmipose.engine.distributed import mix_seed, seed_everything
 from jmipose.fileio import atomic_write_json, atomic_write_text
 
-COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total")
+from jmipose.joints import AP_COLUMNS as COLUMNS
 DETECTIONS = "annotations/val_human_detections.json"  # the synthetic detector's boxes, relative to the data
 
 

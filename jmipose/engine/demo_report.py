@@ -13,7 +13,7 @@ import numpy as np
 from jmipose.fileio import atomic_write_bytes
 from jmipose.joints import SKELETON
 
-COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total")
+from jmipose.joints import AP_COLUMNS as COLUMNS
 _COLOURS = {"baseline": (60, 60, 230), "jmpose": (60, 200, 60)}  # BGR
 
 

@@ -28,9 +28,10 @@ from jmipose.config import EvalConfig
 from jmipose.data.workers import batches, make_loader
 from jmipose.decode import decode_heatmaps, heatmap_to_image, merge_flipped, oks_nms, rescore
 from jmipose.fileio import atomic_write_json
-from jmipose.joints import FLIP_PAIRS, KEYPOINT_NAMES, SKELETON
+from jmipose.formats.fields import load_json
+from jmipose.formats.posetrack import posetrack_document, prediction_annorect, prediction_annotation
+from jmipose.joints import FLIP_PAIRS
 from jmipose.metrics.posetrack_ap import posetrack_ap
-from jmipose.metrics.posetrack_io import POSEVAL_JOINTS, read_json
 
 log = logging.getLogger("jmipose.eval")
 
@@ -113,7 +114,7 @@ def split_sequences(gt_files: list[Path], folder: Path) -> list[Path]:
     split by the folder of their image file names into ``folder``; single-sequence files are kept."""
     out = []
     for path in gt_files:
-        data = read_json(path)
+        data = load_json(path)
         if not isinstance(data, dict) or "images" not in data:
             out.append(path)
             continue
@@ -138,28 +139,6 @@ def split_sequences(gt_files: list[Path], folder: Path) -> list[Path]:
     return out
 
 
-def _coco_annotation(person: PersonPrediction, index: int) -> dict:
-    keypoints, scores = [], []
-    for (x, y), s in zip(person.keypoints, person.joint_scores):
-        keypoints += [float(x), float(y), 1]
-        scores.append(float(s) * person.box_score)
-    xs, ys = person.keypoints[:, 0], person.keypoints[:, 1]
-    return {"image_id": person.image_id, "track_id": index, "category_id": 1, "keypoints": keypoints,
-            "scores": scores, "score": person.score,
-            "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()),
-                     float(ys.max() - ys.min())]}
-
-
-def _annolist_rect(person: PersonPrediction, index: int) -> dict:
-    points = []
-    for pose_id, name in enumerate(POSEVAL_JOINTS):
-        k = KEYPOINT_NAMES.index(name)
-        x, y = person.keypoints[k]
-        points.append({"id": [pose_id], "x": [float(x)], "y": [float(y)],
-                       "score": [float(person.joint_scores[k]) * person.box_score]})
-    return {"annopoints": [{"point": points}], "score": [person.score], "track_id": [index]}
-
-
 def write_predictions(pred_dir: Path, gt_files: list[Path], people: list[PersonPrediction]) -> list[Path]:
     """One prediction file per ground-truth sequence file, in the ground truth's layout."""
     by_id: dict[int, list[PersonPrediction]] = defaultdict(list)
@@ -169,25 +148,23 @@ def write_predictions(pred_dir: Path, gt_files: list[Path], people: list[PersonP
         by_name[person.file_name].append(person)
     written = []
     for gt_path in gt_files:
-        gt = read_json(gt_path)
+        gt = load_json(gt_path)
         if isinstance(gt, dict) and "annolist" in gt:
             frames = []
             for item in gt["annolist"]:
                 image = item.get("image")
                 name = (image[0] if isinstance(image, list) else image or {}).get("name", "")
-                rects = [_annolist_rect(p, i) for i, p in enumerate(by_name.get(name, []))]
+                rects = [prediction_annorect(i, p.keypoints, p.joint_scores, p.box_score, p.score)
+                         for i, p in enumerate(by_name.get(name, []))]
                 frames.append({"image": [{"name": name}], "annorect": rects})
             data = {"annolist": frames}
         else:
             annotations = []
             for image in gt["images"]:
-                annotations += [_coco_annotation(p, i) for i, p in enumerate(by_id.get(image["id"], []))]
-            data = {"images": [{k: v for k, v in im.items() if not k.startswith("ignore_regions")}
-                               for im in gt["images"]],
-                    "annotations": annotations,
-                    "categories": [{"id": 1, "name": "person", "supercategory": "person",
-                                    "keypoints": list(KEYPOINT_NAMES),
-                                    "skeleton": [[a + 1, b + 1] for a, b in SKELETON]}]}
+                annotations += [prediction_annotation(p.image_id, i, p.keypoints, p.joint_scores, p.box_score, p.score)
+                                for i, p in enumerate(by_id.get(image["id"], []))]
+            data = posetrack_document([{k: v for k, v in im.items() if not k.startswith("ignore_regions")}
+                                       for im in gt["images"]], annotations)
         target = pred_dir / gt_path.name
         atomic_write_json(target, data, indent=None)
         written.append(target)
@@ -196,7 +173,7 @@ def write_predictions(pred_dir: Path, gt_files: list[Path], people: list[PersonP
 
 def _has_hard_labels(gt_files: list[Path]) -> bool:
     for path in gt_files:
-        data = read_json(path)
+        data = load_json(path)
         images = data.get("images", []) if isinstance(data, dict) else []
         if any(isinstance(image, dict) and HARD_KEY in image for image in images):
             return True

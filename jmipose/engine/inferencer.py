@@ -37,8 +37,9 @@ from torch import nn
 
 from jmipose.data.video import Frame, FrameWindow, VideoReader, sliding_windows
 from jmipose.decode import decode_heatmaps, heatmap_to_image, merge_flipped, oks_nms, rescore
-from jmipose.engine.boxes import (DetectionBoxes, PersonBox, TrackedBoxes, WholeFrameBoxes, box_iou,
-                                  check_threshold, load_detections, make_detector, posetrack_sequence)
+from jmipose.engine.boxes import DetectionBoxes, PersonBox, TrackedBoxes, WholeFrameBoxes, box_iou, make_detector
+from jmipose.formats.detections import check_threshold, load_detections
+from jmipose.formats.posetrack import posetrack_sequence
 
 log = logging.getLogger("jmipose.predict")
 

@@ -30,20 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from jmipose.engine.boxes import (POSETRACK_FRAMES, POSETRACK_IMAGE_ID_BASE, check_threshold, load_detections,
-                                  parse_box, posetrack_sequence)
-from jmipose.joints import KEYPOINT_NAMES, SKELETON
+from jmipose.engine.boxes import parse_box
+from jmipose.formats.detections import check_threshold, load_detections
+from jmipose.formats.posetrack import posetrack_document, posetrack_sequence, prediction_annotation
+from jmipose.formats.posetrack import sequence_image_id as image_id  # the PoseTrack18 id of a video's frame
+from jmipose.joints import SKELETON
 
 DRAW_THRESHOLD = 0.2   # joints scored at most this are not drawn
-
-
-def image_id(name: str, frame: int, sequence: int | None = None) -> int:
-    """PoseTrack18 image id of frame ``frame`` of sequence ``sequence`` (default: the sequence of a
-    PoseTrack name such as ``000001_mpiinew_test``); the frame number without one."""
-    sequence = posetrack_sequence(name) if sequence is None else sequence
-    if sequence is not None and frame < POSETRACK_FRAMES:
-        return POSETRACK_IMAGE_ID_BASE + sequence * POSETRACK_FRAMES + frame
-    return frame
 
 
 def _colour(track_id: int) -> tuple[int, int, int]:
@@ -81,22 +74,11 @@ def draw_result(result, threshold: float = DRAW_THRESHOLD) -> np.ndarray:
 
 def posetrack_annotations(result, name: str, sequence: int | None = None) -> list[dict]:
     """The PoseTrack18 annotations of one frame's people (per-joint score = heatmap maximum x box
-    score, as ``jmipose eval`` writes them)."""
-    annotations = []
-    for i in range(len(result)):
-        keypoints = np.asarray(result.keypoints[i], dtype=np.float64)
-        box_score = float(result.box_scores[i])
-        xs, ys = keypoints[:, 0], keypoints[:, 1]
-        annotations.append({
-            "image_id": image_id(name, result.index, sequence), "track_id": int(result.track_ids[i]), "category_id": 1,
-            "keypoints": [float(v) for x, y in keypoints for v in (x, y, 1)],
-            "scores": [float(s) * box_score for s in result.scores[i]],
-            "score": float(result.person_scores[i]),
-            "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min()),
-                     float(ys.max() - ys.min())],
-            "person_box": [float(v) for v in result.boxes[i]],
-        })
-    return annotations
+    score, as ``jmipose eval`` writes them), each with the box it was cropped from (``person_box``)."""
+    return [prediction_annotation(image_id(name, result.index, sequence), result.track_ids[i], result.keypoints[i],
+                                  result.scores[i], result.box_scores[i], result.person_scores[i],
+                                  person_box=[float(v) for v in result.boxes[i]])
+            for i in range(len(result))]
 
 
 def _frame_names(reader, count: int, name: str) -> list[str]:
@@ -389,11 +371,8 @@ def predict_video(video, checkpoint=None, out="predict_out", *, detections=None,
                "nframes": frames, "is_labeled": True, "width": reader.width, "height": reader.height}
               for t in range(frames)]
     annotations = [a for r in all_results for a in posetrack_annotations(r, name, sequence)]
-    categories = [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(KEYPOINT_NAMES),
-                   "skeleton": [[a + 1, b + 1] for a, b in SKELETON]}]
     json_path = out / f"{name}.json"
-    atomic_write_json(json_path, {"images": images, "annotations": annotations, "categories": categories},
-                      indent=None)
+    atomic_write_json(json_path, posetrack_document(images, annotations), indent=None)
     with open(stream_path, "a", encoding="utf-8") as handle:   # the run is complete
         handle.write(json.dumps({"end": True, "frames": frames}) + "\n")
         handle.flush()

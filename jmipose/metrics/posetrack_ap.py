@@ -1,6 +1,11 @@
 """PoseTrack per-joint AP, the same numbers as poseval's ``evaluateAP`` (multi-person PCKh AP).
 
-For every evaluated frame (see :mod:`jmipose.metrics.posetrack_io`):
+The files are read by :func:`jmipose.formats.poseval.read_sequence` as poseval reads them (which
+frames are scored, which joints, which scores, head boxes, ignore regions; see there). Prediction frames
+are matched to ground-truth frames by image ``id`` (then ``file_name``) when both files are
+PoseTrack18-style; otherwise by position, as poseval always does (equal frame counts).
+
+For every evaluated frame:
 
 1. Ignore regions: a ground-truth or predicted point strictly inside one of the frame's polygons
    (even-odd rule; points on the boundary stay, as with shapely's ``Polygon.contains``) is removed; a
@@ -19,8 +24,9 @@ as poseval so ties break the same way), precision/recall are accumulated and AP 
 all-point area (precision made monotone). A joint with no prediction has AP 0; a joint with
 predictions but no ground truth has AP NaN; with no frame to score (no ground-truth frame with an
 annotated person, or a filter that keeps none) every value is NaN and ``frames`` is 0. Columns:
-Head = mean(head_top, head_bottom, nose), the limbs the mean of left and right, Total = the mean of
-the 15 joint APs that are not NaN (not the mean of the columns). Ears are not scored.
+:data:`jmipose.joints.AP_COLUMNS`, each the mean of its joints' APs (:data:`jmipose.joints.AP_COLUMN_JOINTS`:
+Head = the three head joints, the limbs the mean of left and right), Total = the mean of the 15 joint
+APs that are not NaN (not the mean of the columns). Ears are not scored.
 """
 
 from __future__ import annotations
@@ -33,25 +39,29 @@ from pathlib import Path
 
 import numpy as np
 
-from jmipose.metrics.posetrack_io import (
-    MISSING_SCORE, NUM_POSEVAL_JOINTS, POSEVAL_JOINTS, Frame, Person, PredictionCheckError, Sequence,
-    align_predictions, load_sequence,
-)
+from jmipose.formats.errors import BadDataPolicy, DataError
+from jmipose.formats.poseval import MISSING_SCORE, Frame, Person, Sequence, read_sequence
+from jmipose.joints import AP_COLUMN_JOINTS, NUM_POSEVAL_JOINTS, POSEVAL_JOINTS
+from jmipose.joints import AP_COLUMNS as COLUMNS
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total")
-# poseval's getCum: the joints averaged into each column, in its order (it matters for rounding).
-_COLUMN_JOINTS = {
-    "Head": ("head_top", "head_bottom", "nose"),
-    "Shoulder": ("right_shoulder", "left_shoulder"),
-    "Elbow": ("right_elbow", "left_elbow"),
-    "Wrist": ("right_wrist", "left_wrist"),
-    "Hip": ("right_hip", "left_hip"),
-    "Knee": ("right_knee", "left_knee"),
-    "Ankle": ("right_ankle", "left_ankle"),
-}
 PCKH_THRESHOLD = 0.5
+
+
+class PredictionCheckError(ValueError):
+    """Prediction files that cannot be evaluated; ``problems`` lists every reason found (one line each,
+    the file and the field first), ``errors`` the :class:`~jmipose.formats.errors.DataError` behind each."""
+
+    def __init__(self, errors: list[DataError]):
+        self.errors = list(errors)
+        self.problems = [str(e) for e in self.errors]
+        shown = "\n  ".join(self.problems[:25])
+        more = f"\n  ... and {len(self.problems) - 25} more" if len(self.problems) > 25 else ""
+        super().__init__(f"{len(self.problems)} problem(s) in the prediction files:\n  {shown}{more}")
+
+    def __reduce__(self):
+        return (type(self), (self.errors,))
 
 FrameFilter = Callable[[str, dict], bool]
 
@@ -196,7 +206,7 @@ class _Accumulator:
 def summarize(per_joint: dict[str, float]) -> dict[str, float]:
     """The Head ... Ankle, Total columns from the 15 joint APs, as poseval averages them."""
     out = {col: float(np.mean(np.array([per_joint[n] for n in names], dtype=np.float64)))
-           for col, names in _COLUMN_JOINTS.items()}
+           for col, names in AP_COLUMN_JOINTS.items()}
     values = np.array([per_joint[n] for n in POSEVAL_JOINTS], dtype=np.float64)
     valid = values[~np.isnan(values)]
     out["Total"] = float(valid.mean()) if len(valid) else float("nan")
@@ -211,6 +221,32 @@ def evaluate_frame(gt: Frame, pred: Frame, missing_score: float = MISSING_SCORE
         gt_people = _drop_ignored(gt_people, gt.ignore_regions)
         pred_people = _drop_ignored(pred_people, gt.ignore_regions)
     return assign_frame(gt_people, pred_people, missing_score)
+
+
+def align_predictions(gt: Sequence, pred: Sequence, policy: BadDataPolicy) -> dict[int, Frame]:
+    """GT frame index -> prediction frame, for every frame poseval scores; gaps go to ``policy``."""
+    scored = gt.scored_frames
+    if gt.layout == "coco" and pred.layout == "coco":
+        by_id = {f.image_id: f for f in pred.frames}
+        by_name = {f.name: f for f in pred.frames}
+        aligned, missing = {}, []
+        for i in scored:
+            frame = by_id.get(gt.frames[i].image_id) or by_name.get(gt.frames[i].name)
+            if frame is None:
+                missing.append(f"{gt.frames[i].name} (id {gt.frames[i].image_id})")
+            else:
+                aligned[i] = frame
+        if missing:
+            policy.handle(DataError(pred.path, "images", f"{len(missing)} labelled frame(s) of sequence {gt.name} "
+                                                         f"are missing, e.g. {missing[:3]}"), "frame")
+        return aligned
+    if len(pred.frames) != len(gt.frames):
+        policy.handle(DataError(pred.path, None, f"{len(pred.frames)} frames but the ground truth {gt.path} has "
+                                                 f"{len(gt.frames)}; an annolist file is matched to the ground "
+                                                 f"truth frame by frame (as poseval does), so it must list every "
+                                                 f"frame in the same order"), "file")
+        return {}
+    return {i: pred.frames[i] for i in scored}
 
 
 def load_and_check(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike, *,
@@ -231,34 +267,33 @@ def load_and_check(gt_dir: str | os.PathLike | list, pred_dir: str | os.PathLike
             raise ValueError(f"gt_dir: no *.json ground-truth files in {gt_dir}")
     if not pred_dir.is_dir():
         raise ValueError(f"pred_dir: {pred_dir} is not a folder")
-    gt_problems: list[str] = []
-    sequences = [load_sequence(p, want_scores=False, problems=gt_problems) for p in gt_files]
+    gt_problems = BadDataPolicy(collect=True)
+    sequences = [read_sequence(p, want_scores=False, policy=gt_problems) for p in gt_files]
     for sequence in sequences:
         videos = sorted({os.path.basename(os.path.dirname(f.name)) for f in sequence.frames})
         if len(videos) > 1:  # poseval reads only a file's first video and would drop the others silently
-            gt_problems.append(f"{sequence.path} holds {len(videos)} sequences ({videos[:3]}...); "
-                               f"PoseTrack evaluation needs one file per sequence "
-                               f"(jmipose.engine.evaluate.split_sequences splits a merged file)")
-    if gt_problems:
-        raise ValueError("malformed ground truth:\n  " + "\n  ".join(gt_problems[:25]))
-    problems: list[str] = []
+            gt_problems.handle(DataError(sequence.path, None, f"holds {len(videos)} sequences ({videos[:3]}...); "
+                                                              f"PoseTrack evaluation needs one file per sequence "
+                                                              f"(jmipose.engine.evaluate.split_sequences splits a "
+                                                              f"merged file)"))
+    if gt_problems.errors:
+        raise ValueError("malformed ground truth:\n  " + "\n  ".join(gt_problems.skipped[:25]))
+    problems = BadDataPolicy(collect=True)
     pairs = []
     for gt in sequences:
         path = pred_dir / gt.path.name
         if not path.is_file():
-            problems.append(f"no prediction file for sequence {gt.name}: expected {path}")
+            problems.handle(DataError(path, None, f"no prediction file for sequence {gt.name}"))
             continue
-        try:
-            pred = load_sequence(path, want_scores=require_scores, problems=problems, predictions=True)
-        except ValueError as e:
-            problems.append(str(e))
-            continue
-        pairs.append((gt, align_predictions(gt, pred, problems)))
-    if problems:
-        if any("no per-joint scores" in p for p in problems):
-            problems.append("per-joint scores are needed for AP; require_scores=False "
-                            "(--allow-missing-scores) gives unscored joints poseval's fallback -9999")
-        raise PredictionCheckError(problems)
+        pred = read_sequence(path, want_scores=require_scores, policy=problems, predictions=True)
+        if pred.layout != "unreadable":
+            pairs.append((gt, align_predictions(gt, pred, problems)))
+    if problems.errors:
+        if any("no per-joint scores" in e.problem for e in problems.errors):
+            problems.handle(DataError(pred_dir, None, "per-joint scores are needed for AP; require_scores=False "
+                                                      "(--allow-missing-scores) gives unscored joints poseval's "
+                                                      "fallback -9999"))
+        raise PredictionCheckError(problems.errors)
     return pairs
 
 

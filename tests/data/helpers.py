@@ -110,6 +110,19 @@ def edit_json(path: Path, edit) -> None:
     path.write_text(json.dumps(data))
 
 
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    """Every frame OpenCV decodes from the video file ``path`` (BGR), in order."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
 def pixel_value(normalized_crop, x: int, y: int) -> float:
     """Grey level (0..255) of a normalized [3, H, W] crop at (x, y), from its first channel."""
     return float((normalized_crop[0, y, x] * 0.229 + 0.485) * 255.0)

@@ -17,6 +17,7 @@ from jmipose.data.synthetic import (
     CATEGORY, hard_image_ids, make_synthetic_posetrack, render_contact_sheet, synthetic_video,
     write_frame_subset,
 )
+from tests.data.helpers import decoded_frames
 
 REAL_SEQUENCE = "posetrack18/annotations/val/003418_mpii_test.json"
 SMALL = dict(n_videos=3, frames=16, size=(256, 192), seed=3, val_videos=1, people=(2, 3), hard_fraction=0.45)
@@ -313,17 +314,17 @@ def test_written_poses_are_plausible(dataset):
 # ----------------------------------------------------------------------------- degradations
 
 
-def _annotations_by_track(data):
-    return {(a["image_id"], a["track_id"]): _keypoints(a) for a in data["annotations"]}
+def _annotations_by_track(root, split):
+    """(image id, track id) -> keypoints [17, 3] of every annotation of the split."""
+    return {(a["image_id"], a["track_id"]): _keypoints(a)
+            for data in _sequences(root, split).values() for a in data["annotations"]}
 
 
 def test_occluded_joints_lie_under_the_occluders(dataset):
     occluders = hidden_checked = deep_checked = 0
     for split in dataset.splits:
         labels = _labels(dataset.root, split)["images"]
-        annotations = {}
-        for data in _sequences(dataset.root, split).values():
-            annotations.update(_annotations_by_track(data))
+        annotations = _annotations_by_track(dataset.root, split)
         for image_id, label in labels.items():
             for record in label["degradations"]:
                 if record["type"] != "occluder":
@@ -356,9 +357,7 @@ def test_occluded_joints_lie_under_the_occluders(dataset):
 def test_overlap_and_truncation_records_match_annotations(dataset):
     for split in dataset.splits:
         labels = _labels(dataset.root, split)["images"]
-        annotations = {}
-        for data in _sequences(dataset.root, split).values():
-            annotations.update(_annotations_by_track(data))
+        annotations = _annotations_by_track(dataset.root, split)
         for image_id, label in labels.items():
             for record in label["degradations"]:
                 kp = annotations.get((int(image_id), record.get("track_id")))
@@ -484,13 +483,8 @@ def test_synthetic_video_mp4(tmp_path):
     video = synthetic_video(tmp_path / "clip.mp4", frames=12, size=(192, 144), seed=5, people=2)
     capture = cv2.VideoCapture(str(video.path))
     assert capture.isOpened() and capture.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
     capture.release()
+    frames = decoded_frames(video.path)
     assert len(frames) == 12 == len(video.people) == len(video.hard)
     assert frames[0].shape == (144, 192, 3)
     kp = np.asarray(video.people[0][0]["keypoints"])

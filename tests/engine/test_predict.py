@@ -21,10 +21,11 @@ import torch
 import jmipose
 from jmipose.checkpoint import CheckpointError, StateDictMismatchError
 from jmipose.cli import main as cli
-from jmipose.data.errors import DataError
+from jmipose.formats.errors import DataError
 from jmipose.engine.inferencer import Inferencer
 from jmipose.engine.predict import image_id, predict_video
 from jmipose.metrics.posetrack_ap import posetrack_ap
+from tests.data.helpers import decoded_frames
 
 REAL_CLIP = "posetrack18/videos/000001_mpiinew_test/000001_mpiinew_test.mp4"
 SEQUENCE = "200000_mpii_val"   # the quick demo's validation video
@@ -286,7 +287,7 @@ def test_bad_boxes(shared_data, checkpoint, tmp_path, capsys):
         infer(clip, detections=empty)
     with pytest.raises(ValueError, match=r"box 0 \(2000, 10, 50, 50\) lies outside the 1280x720 frame"):
         infer(clip, boxes=[(2000, 10, 50, 50)])
-    with pytest.raises(ValueError, match="entry 0: 'bbox' must be"):
+    with pytest.raises(ValueError, match=r"field '\[0\]\.bbox': negative box size"):
         infer(clip, detections=[{"image_id": 0, "bbox": [1, 2, -3, 4], "score": 1}])
     far = [{"frame_index": 0, "bbox": [5000, 5000, 10, 10], "score": 1}]
     with pytest.raises(ValueError, match="outside the 1280x720 frame"):
@@ -346,18 +347,6 @@ def test_image_ids_follow_posetrack():
 
 # ----- streaming results, a killed run, --resume -----
 
-def _decoded(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
-
-
 @pytest.fixture(scope="module")
 def long_mp4(tmp_path_factory):
     from jmipose.data.synthetic import synthetic_video
@@ -406,14 +395,14 @@ def test_a_killed_run_resumes_to_the_files_of_an_uninterrupted_run(long_mp4, che
     assert not (killed / "long.json").exists() and not (killed / "long.mp4").exists()
     pieces = sorted((killed / "long.partial").glob("*.mp4"))
     closed = [p for p in pieces if not p.name.endswith(".part.mp4")]
-    assert closed and sum(len(_decoded(p)) for p in closed) == 25 * len(closed) >= 25
+    assert closed and sum(len(decoded_frames(p)) for p in closed) == 25 * len(closed) >= 25
     # resume, and an uninterrupted run to compare with
     assert cli([*args, "--out", str(killed), "--resume"]) == 0
     assert cli([*args, "--out", str(whole)]) == 0
     resumed, reference = (json.loads((d / "long.json").read_text()) for d in (killed, whole))
     assert len(resumed["images"]) == 90 and resumed == reference
     assert (killed / "long.jsonl").read_text() == (whole / "long.jsonl").read_text()
-    a, b = _decoded(killed / "long.mp4"), _decoded(whole / "long.mp4")
+    a, b = decoded_frames(killed / "long.mp4"), decoded_frames(whole / "long.mp4")
     assert len(a) == len(b) == 90 and all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not (killed / "long.partial").exists()
     # without --resume an interrupted stream is not overwritten
@@ -487,5 +476,6 @@ def test_cli_needs_a_checkpoint_or_weights(shared_data, tmp_path, capsys):
     assert cli(["predict", str(shared_data / REAL_CLIP), "--backbone-weights", str(tmp_path / "none.pth"), "--out",
                 str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
+    # a usage error in-process: exit code 2 returned, not raised (jmipose.cli's one error contract)
     assert cli(["predict", "x.mp4", "--backbone-weights", "w.pth", "--input-size", "250x190"]) == 2
     assert "multiples of 32" in capsys.readouterr().err

@@ -40,32 +40,35 @@ CASES = {
     "top level a list": ("[1, 2]", "neither a PoseTrack18/21 file"),
     "top level null": ("null", "neither a PoseTrack18/21 file"),
     "annotations not a list": (_edited(lambda d: d.__setitem__("annotations", {"a": 1})),
-                               "'images' and 'annotations' must be lists"),
+                               "field 'annotations': expected a list, got dict"),
     "annotation not an object": (_edited(lambda d: d["annotations"].__setitem__(0, 5)),
-                                 r"annotations\[0\] has no 'image_id'"),
-    "image not an object": (_edited(lambda d: d["images"].__setitem__(0, [])), r"images\[0\] has no 'id'"),
+                                 r"field 'annotations\[0\]': expected a JSON object, got int"),
+    "image not an object": (_edited(lambda d: d["images"].__setitem__(0, [])),
+                            r"field 'images\[0\]': expected a JSON object, got list"),
     "image id a float": (_edited(lambda d: d["images"][0].__setitem__("id", 1.5)),
-                         r"images\[0\]\.id must be an integer, got 1\.5"),
+                         r"field 'images\[0\]\.id': expected an integer, got 1\.5"),
     "image_id a string": (_edited(_first_ann("image_id", "1")),
-                          r"annotations\[0\]\.image_id must be an integer, got '1'"),
+                          r"field 'annotations\[0\]\.image_id': expected an integer, got '1'"),
     "image_id of no image": (_edited(_first_ann("image_id", 99)),
-                             r"annotations\[0\]\.image_id 99 names no image in 'images'"),
+                             r"field 'annotations\[0\]\.image_id': 99 names no image in 'images'"),
     "keypoints a string": (_edited(_first_ann("keypoints", "1,2,3")),
-                           r"annotations\[0\]: 'keypoints' must be a list of 51 numbers, got str"),
+                           r"field 'annotations\[0\]\.keypoints': expected a list of numbers, got str"),
     "keypoints null": (_edited(_first_ann("keypoints", None)),
-                       "'keypoints' must be a list of 51 numbers, got NoneType"),
-    "keypoints short": (_edited(_first_ann("keypoints", [1.0] * 50)), "got 50 values"),
-    "keypoints nested": (_edited(_first_ann("keypoints", [[1, 2, 3]] * 17)), "got 17 values"),
-    "keypoint NaN": (_edited(_keypoint(3, float("nan"))), "'keypoints' holds a non-number or non-finite value"),
-    "keypoint inf": (_edited(_keypoint(3, float("inf"))), "'keypoints' holds a non-number or non-finite value"),
-    "keypoint 10**400": (_edited(_keypoint(3, 10 ** 400)), "'keypoints' holds a non-number or non-finite value"),
-    "keypoint a bool": (_edited(_keypoint(3, True)), "'keypoints' holds a non-number or non-finite value"),
-    "keypoint a string": (_edited(_keypoint(3, "12")), "'keypoints' holds a non-number or non-finite value"),
-    "scores a string": (_edited(_first_ann("scores", "high")), "'scores' must list 17 per-joint scores, got str"),
-    "scores NaN": (_edited(_first_ann("scores", [float("nan")] * 17)), "'scores' holds a non-number or non-finite"),
+                       "keypoints': expected a list of numbers, got NoneType"),
+    "keypoints short": (_edited(_first_ann("keypoints", [1.0] * 50)), "keypoints': expected 51 numbers, got 50"),
+    "keypoints nested": (_edited(_first_ann("keypoints", [[1, 2, 3]] * 17)), "keypoints': expected 51 numbers, got 17"),
+    "keypoint NaN": (_edited(_keypoint(3, float("nan"))), r"keypoints\[3\]': expected a finite number, got nan"),
+    "keypoint inf": (_edited(_keypoint(3, float("inf"))), r"keypoints\[3\]': expected a finite number, got inf"),
+    "keypoint 10**400": (_edited(_keypoint(3, 10 ** 400)),
+                         r"keypoints\[3\]': expected a finite number, got an integer of 401 digits"),
+    "keypoint a bool": (_edited(_keypoint(3, True)), r"keypoints\[3\]': expected a number, got True"),
+    "keypoint a string": (_edited(_keypoint(3, "12")), r"keypoints\[3\]': expected a number, got '12'"),
+    "scores a string": (_edited(_first_ann("scores", "high")), "scores': expected a list of numbers, got str"),
+    "scores NaN": (_edited(_first_ann("scores", [float("nan")] * 17)),
+                   r"scores\[0\]': expected a finite number, got nan"),
     "categories broken": (_edited(lambda d: d.__setitem__("categories", "x")),
-                          "'categories' must be a list with one person category"),
-    "head box malformed": (_edited(_first_ann("bbox_head", [1, 2, 3])), r"'bbox_head' must be \[x, y, w, h\]"),
+                          "field 'categories': expected a list of category objects"),
+    "head box malformed": (_edited(_first_ann("bbox_head", [1, 2, 3])), "bbox_head': expected 4 numbers, got 3"),
 }
 
 
@@ -81,7 +84,8 @@ def test_malformed_prediction_file_is_refused_naming_file_and_field(tmp_path, na
         path.write_text(text)
     with pytest.raises(PredictionCheckError) as raised:
         posetrack_ap(tmp_path / "gt", tmp_path / "pr")
-    assert re.search(re.escape(str(path)) + r": .*" + message, str(raised.value)), str(raised.value)
+    # one line per problem: the file, then (for a field) ", field '<field>'", then ": <problem>"
+    assert re.search(re.escape(str(path)) + r"[:,] .*" + message, str(raised.value)), str(raised.value)
 
 
 def test_the_unedited_file_scores_100(tmp_path):

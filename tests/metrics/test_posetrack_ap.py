@@ -226,8 +226,8 @@ def test_precheck_messages(tmp_path):
     text = str(err.value)
     assert "no prediction file for sequence other" in text
     assert "1 labelled frame(s) of sequence seq are missing" in text and "id 2" in text
-    assert "'scores' must list 17 per-joint scores, got 16" in text
-    assert "non-finite" in text
+    assert "scores': must list 17 per-joint scores, got 16" in text
+    assert "keypoints[0]': expected a finite number, got nan" in text
 
 
 def test_precheck_malformed_json_and_layouts(tmp_path):
@@ -444,7 +444,7 @@ def test_random_frames_against_loop_reference(tmp_path, seed):
         gt_images.append(image(image_id))
     r = run(tmp_path, gt_images, gt_anns, gt_images, pr_anns)
     expected = _reference_ap(frames)
-    from jmipose.metrics.posetrack_io import POSEVAL_JOINTS
+    from jmipose.joints import POSEVAL_JOINTS
 
     ours = [r["per_joint"][name] for name in POSEVAL_JOINTS]
     np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
