@@ -1,7 +1,8 @@
 """The 17 PoseTrack18 joints, defined once for data, decoding, evaluation and drawing.
 
-Order and flip pairs follow the PoseTrack18 annotation files (``categories[0].keypoints``); joint
-weights and OKS sigmas are the ones of the official JMI / DCPose code (PAPER.md).
+Order and flip pairs follow the PoseTrack18 annotation files (``categories[0].keypoints``); the joint
+weights are those of the official JMI dataset code (docs/FIDELITY.md; their configs leave them off),
+the OKS sigmas COCO's, as the HRNet / DCPose code family's OKS-NMS uses them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ JOINT_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.2, 1.2,
                                     1.0, 1.0, 1.2, 1.2, 1.5, 1.5)
 
 # COCO keypoint sigmas in PoseTrack18 order (head_bottom/head_top take the eyes' 0.025), as the
-# official OKS-NMS uses them.
+# HRNet / DCPose code family's OKS-NMS uses them.
 OKS_SIGMAS: tuple[float, ...] = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
                                  0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
 

@@ -16,8 +16,8 @@ from torch import nn
 from jmipose.models.baseline import SingleFramePose
 from jmipose.models.common import PoseOutput
 from jmipose.models.config import ModelConfig
-from jmipose.models.hrnet import (PoseHighResolutionNet, build_hrnet, hrnet_tiny, hrnet_w32, hrnet_w48,
-                                  load_hrnet_weights)
+from jmipose.models.hrnet import (HRNET_SPECS, PoseHighResolutionNet, build_hrnet, hrnet_tiny, hrnet_w32,
+                                  hrnet_w48, load_hrnet_weights)
 from jmipose.models.jmi import JointMotionPose
 from jmipose.models.losses import AUX_LOSS_WEIGHT, PoseLoss, joint_mse_loss, pose_loss
 from jmipose.models.summary import describe
@@ -35,13 +35,38 @@ def as_model_config(config: ModelConfig | dict[str, Any]) -> ModelConfig:
     return ModelConfig.from_dict(config).resolved()
 
 
-def build_model(config: ModelConfig | dict[str, Any]) -> nn.Module:
+def build_model(config: ModelConfig | dict[str, Any], *,
+                backbone: PoseHighResolutionNet | None = None) -> nn.Module:
     """The model a config describes (temporal ``jmi``/``jm`` or the ``baseline``); its resolved config is
-    ``model.config``.  ``backbone_weights``, when set, are loaded strictly into the backbone."""
+    ``model.config``.
+
+    The backbone's weights come from one of three places, and a frozen backbone must get them from one:
+    ``backbone_weights`` (a public pose-HRNet checkpoint, loaded strictly); ``backbone``, a
+    ``PoseHighResolutionNet`` of the config's layout whose weights the caller provides (the demo's
+    stage 2 freezes the backbone its stage 1 trained; ``load_model`` loads a whole checkpoint into the
+    model right after building it); or, on purpose, none: ``allow_random_backbone: true``.  A frozen
+    backbone with none of them raises ``ValueError`` naming ``backbone_weights``."""
     config = as_model_config(config)
-    backbone = build_hrnet(config.backbone, config.num_joints)
-    if config.backbone_weights:
-        load_hrnet_weights(backbone, config.backbone_weights)
+    if backbone is not None:
+        if config.backbone_weights:
+            raise ValueError("build_model: give the backbone either as model.backbone_weights or as the "
+                             "backbone argument, not both")
+        if not isinstance(backbone, PoseHighResolutionNet):
+            raise TypeError(f"build_model: backbone must be a PoseHighResolutionNet, got {type(backbone).__name__}")
+        if backbone.spec != HRNET_SPECS[config.backbone] or backbone.num_joints != config.num_joints:
+            raise ValueError(f"build_model: the backbone given is not a {config.backbone!r} HRNet with "
+                             f"{config.num_joints} joints (model.backbone, model.num_joints)")
+    else:
+        backbone = build_hrnet(config.backbone, config.num_joints)
+        if config.backbone_weights:
+            load_hrnet_weights(backbone, config.backbone_weights)
+        elif config.freeze_backbone and not config.allow_random_backbone:
+            raise ValueError(
+                "model config: freeze_backbone is true but backbone_weights is not set: a frozen backbone "
+                "keeps its random initialisation and the model cannot learn poses.  Set "
+                "model.backbone_weights to a pose-HRNet checkpoint (the papers freeze a PoseTrack-trained "
+                "HRNet-W48), or model.freeze_backbone=false to train it, or model.allow_random_backbone=true "
+                "to freeze a random backbone on purpose (tests, speed and gradient measurements)")
     if config.variant == "baseline":
         return SingleFramePose(config, backbone)
     return JointMotionPose(config, backbone)
@@ -67,7 +92,8 @@ def load_model(name: str | os.PathLike, map_location: str = "cpu", **overrides: 
     model_config = checkpoint.config.get("model")
     if not isinstance(model_config, dict):
         raise CheckpointError(f"checkpoint {name}: its JSON config has no 'model' section")
-    model_config = {**model_config, "backbone_weights": None, **overrides}
-    model = build_model(model_config)
+    model_config = as_model_config({**model_config, "backbone_weights": None, **overrides})
+    # the checkpoint holds the backbone's weights too: they are loaded into the whole model just below
+    model = build_model(model_config, backbone=build_hrnet(model_config.backbone, model_config.num_joints))
     load_state_dict_strict(model, checkpoint.state_dict, what=f"checkpoint {name} weights")
     return model.to(map_location)

@@ -20,11 +20,13 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory) -> Path:
-    """The output folder of ``jmipose demo --quick`` (through the command line, one thread)."""
+    """The output folder of ``jmipose demo --quick --paper-recipe --ablation`` (through the command line,
+    one thread; the two opt-in parts add a few seconds)."""
     out = tmp_path_factory.mktemp("quick_demo")
     threads = torch.get_num_threads()
     try:
-        assert cli(["demo", "--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+        assert cli(["demo", "--quick", "--out", str(out), "--no-progress", "--threads", "1", "--paper-recipe",
+                    "--ablation"]) == 0
     finally:
         torch.set_num_threads(threads)
     return out
