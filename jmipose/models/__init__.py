@@ -92,7 +92,10 @@ def load_model(name: str | os.PathLike, map_location: str = "cpu", **overrides: 
     model_config = checkpoint.config.get("model")
     if not isinstance(model_config, dict):
         raise CheckpointError(f"checkpoint {name}: its JSON config has no 'model' section")
-    model_config = as_model_config({**model_config, "backbone_weights": None, **overrides})
+    if overrides.get("backbone_weights"):
+        raise ValueError(f"load_model: backbone_weights cannot be overridden, the checkpoint {name} holds the "
+                         f"backbone's weights; load others into it with load_hrnet_weights(model.backbone, path)")
+    model_config = as_model_config({**model_config, **overrides, "backbone_weights": None})
     # the checkpoint holds the backbone's weights too: they are loaded into the whole model just below
     model = build_model(model_config, backbone=build_hrnet(model_config.backbone, model_config.num_joints))
     load_state_dict_strict(model, checkpoint.state_dict, what=f"checkpoint {name} weights")

@@ -245,6 +245,9 @@ def test_config_round_trip_and_variant_defaults():
     assert config.aux_objective == "orthogonality" and config.freeze_backbone
     again = ModelConfig.from_dict(config.to_dict()).resolved()
     assert again == config
+    # configs written before aux_estimator named the estimator mi_proxy (checkpoints keep loading)
+    legacy = {k: v for k, v in config.to_dict().items() if k != "aux_estimator"}
+    assert ModelConfig.from_dict({**legacy, "mi_proxy": "neg_kl"}).aux_estimator == "neg_kl"
     assert ModelConfig(variant="baseline").resolved().freeze_backbone is False
     assert ModelConfig().resolved().stages == [1, 2, 3, 4]
 
@@ -391,8 +394,10 @@ def test_a_frozen_backbone_needs_weights(tmp_path):
         build_model({"variant": "jm", "backbone": "w32"}, backbone=build_hrnet("tiny"))
     with pytest.raises(TypeError, match="PoseHighResolutionNet"):
         build_model({"variant": "jm", "backbone": "tiny"}, backbone=torch.nn.Conv2d(1, 1, 1))
-    # a checkpoint holds its backbone: loading one needs no backbone_weights
+    # a checkpoint holds its backbone: loading one needs no backbone_weights (and takes none)
     save_model(tmp_path / "frozen", model)
+    with pytest.raises(ValueError, match="backbone_weights cannot be overridden"):
+        load_model(tmp_path / "frozen", backbone_weights=str(tmp_path / "other.safetensors"))
     again = load_model(tmp_path / "frozen")
     assert again.backbone.frozen and again.config.backbone_weights is None
     for key, value in model.state_dict().items():
