@@ -259,6 +259,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "train_log.csv")))
     # 21 samples over 2 ranks, batch 5: rank 0 has 11 (3 batches), rank 1 has 10 (2, then joins)
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    # the loss terms' gradient norms are measured (on rank 0) without disturbing DDP's reduction
+    assert all(float(r["grad_norm_heatmap"]) > 0 and float(r["grad_norm_aux"]) > 0 for r in rows)
     _, training, _ = load_generation(tmp_path / "ddp" / "checkpoints", "last")
     assert training["world_size"] == 2 and training["global_step"] == 3
     assert time.perf_counter() - started < 180
