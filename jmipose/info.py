@@ -108,8 +108,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"  forward {m['flops'] / 1e9:.1f} GFLOPs per window")
         if "loss_balance" in m:
             b = m["loss_balance"]
-            print(f"  loss balance at initialisation ({b['windows']} random windows, {b['backbone']} backbone): "
-                  f"gradient norm on the trainable parameters of the heatmap MSE {b['grad_norm_heatmap']:.3g}, "
-                  f"of {b['aux_weight']:g} x the auxiliary term ({b['aux_estimator']} estimator) "
-                  f"{b['grad_norm_aux']:.3g}: ratio {b['grad_ratio_aux']:.3g}")
+            width, height = b["input"]
+            print(f"  loss balance at initialisation ({b['windows']} random windows at {width}x{height}; backbone "
+                  f"{b['backbone']}):")
+            print(f"    gradient norm on the trainable parameters: heatmap MSE {b['grad_norm_heatmap']:.3g}, "
+                  f"{b['aux_weight']:g} x auxiliary term ({b['aux_estimator']} estimator) {b['grad_norm_aux']:.3g}; "
+                  f"ratio {b['grad_ratio_aux']:.3g}")
     return 0
