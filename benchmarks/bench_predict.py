@@ -42,7 +42,8 @@ def run_row(name: str, video, detections, reuse: bool, backend: str | None, batc
 
     config, input_size = MODELS[name]
     torch.manual_seed(0)
-    model = build_model({**config, "use_kernels": backend is None})
+    # speed only: a frozen backbone keeps its random weights on purpose
+    model = build_model({**config, "use_kernels": backend is None, "allow_random_backbone": True})
     infer = Inferencer(model, device=device, backend=backend, batch_size=batch_size, input_size=input_size,
                        reuse_features=reuse)
     warm = iter(infer(video.path, detections=detections, detection_threshold=0.0))

@@ -1,6 +1,7 @@
 """Heatmaps to keypoints: argmax + DARK, flip test, back-projection, rescoring and OKS-NMS.
 
-The conventions are those of the official JMI / DCPose / HRNet evaluation:
+The conventions are those of the HRNet / DCPose evaluation code that the official JMI code reuses
+(its flip test with the one-pixel shift and its DARK decoding: docs/FIDELITY.md):
 
 - DARK (Zhang et al., "Distribution-Aware Coordinate Representation", CVPR 2020): blur each heatmap
   with an 11x11 Gaussian (OpenCV's sigma for that size, 2.0), rescale it to its original maximum,
@@ -41,7 +42,7 @@ def _check_heatmaps(heatmaps: torch.Tensor, name: str = "heatmaps") -> None:
 def argmax_coords(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer peak per heatmap: coords [B, J, 2] (x, y) float, maxvals [B, J].
 
-    As the official code: the first maximum in row-major order; coordinates are zeroed where the
+    As the HRNet / DCPose code (get_max_preds): the first maximum in row-major order; coordinates are zeroed where the
     maximum is not positive (an empty heatmap gives (0, 0) with its maximum as score).
     """
     _check_heatmaps(heatmaps)

@@ -104,12 +104,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "posetrack17): parameters and GFLOPs at its input size")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value for --model (repeatable), e.g. model.variant=jm")
+    parser.add_argument("--no-loss-balance", dest="loss_balance", action="store_false",
+                        help="with --model, skip the loss balance at initialisation (the gradient norm of "
+                             "each loss term on the trainable parameters, one forward and two backward "
+                             "passes on 2 random windows at the config's input size: about a minute for "
+                             "HRNet-W48 on a CPU)")
 
 
 def main(args: argparse.Namespace) -> int:
     info = collect()
     if args.model:
         info["model"] = describe_model(args.model, args.overrides)
+        if args.loss_balance:
+            from jmipose.engine.train import loss_balance
+
+            info["model"]["loss_balance"] = loss_balance(args.model, args.overrides)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -140,4 +149,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"  parameters {m['params']:,} (trainable {m['trainable_params']:,}; backbone "
               f"{m['backbone_params']:,}, head {m['head_params']:,})")
         print(f"  forward {m['flops'] / 1e9:.1f} GFLOPs per window")
+        if "loss_balance" in m:
+            b = m["loss_balance"]
+            width, height = b["input"]
+            print(f"  loss balance at initialisation ({b['windows']} random windows at {width}x{height}; backbone "
+                  f"{b['backbone']}):")
+            print(f"    gradient norm on the trainable parameters: heatmap MSE {b['grad_norm_heatmap']:.3g}, "
+                  f"{b['aux_weight']:g} x auxiliary term ({b['aux_estimator']} estimator) {b['grad_norm_aux']:.3g}; "
+                  f"ratio {b['grad_ratio_aux']:.3g}")
     return 0

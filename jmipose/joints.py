@@ -3,9 +3,10 @@
 Every joint name of the package is spelled here and nowhere else (``tests/test_joints.py`` scans the
 package's sources): the other modules take names, orders, pairs, weights and groups from this module.
 
-Order and flip pairs follow the PoseTrack18 annotation files (``categories[0].keypoints``); joint
-weights and OKS sigmas are the ones of the official JMI / DCPose code (PAPER.md); the 15-joint order
-and the AP columns are poseval's (the PoseTrack evaluator: its ``Joint`` class and ``getCum``).
+Order and flip pairs follow the PoseTrack18 annotation files (``categories[0].keypoints``); the joint
+weights are those of the official JMI dataset code (docs/FIDELITY.md; their configs leave them off),
+the OKS sigmas COCO's, as the HRNet / DCPose code family's OKS-NMS uses them; the 15-joint order and
+the AP columns are poseval's (the PoseTrack evaluator: its ``Joint`` class and ``getCum``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ JOINT_WEIGHTS: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.2, 1.2,
                                     1.0, 1.0, 1.2, 1.2, 1.5, 1.5)
 
 # COCO keypoint sigmas in PoseTrack18 order (head_bottom/head_top take the eyes' 0.025), as the
-# official OKS-NMS uses them.
+# HRNet / DCPose code family's OKS-NMS uses them.
 OKS_SIGMAS: tuple[float, ...] = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
                                  0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models (tests/conf
 @pytest.fixture
 def tiny_model():
     torch.manual_seed(0)
-    return build_model({"variant": "jm", "backbone": "tiny", "num_blocks": 1})
+    return build_model({"variant": "jm", "backbone": "tiny", "num_blocks": 1, "allow_random_backbone": True})
 
 
 def test_model_round_trip(tmp_path, tiny_model):

@@ -10,19 +10,42 @@ from jmipose.config import (Config, ConfigError, apply_overrides, from_dict, loa
                             to_dict)
 
 
-def test_shipped_configs_load_with_the_official_recipe():
+def test_shipped_posetrack_configs_take_the_authors_choices():
+    # docs/FIDELITY.md cites where each value comes from
     assert set(shipped_configs()) >= {"posetrack17", "posetrack18", "posetrack21", "synthetic"}
     for name in ("posetrack17", "posetrack18", "posetrack21"):
         config = load_config(name)
         assert config.name == name and config.output_dir == f"runs/{name}"
         assert config.data.version == name[-2:]
         t = config.train
-        assert (t.lr, t.weight_decay, t.epochs, tuple(t.milestones), t.lr_factor, t.aux_weight) == \
-            (1e-4, 1e-4, 20, (5, 10, 15), 0.1, 2.0)
-        assert config.model.backbone == "w48" and config.model.resolved().freeze_backbone
+        # their scheduler reads LR_STEP (left at the code's default 90/110): constant over 20 epochs; their
+        # AdamW gets no weight_decay: torch's default 0.01
+        assert (t.lr, t.weight_decay, t.epochs, tuple(t.milestones), t.aux_weight, t.batch_size) == \
+            (1e-4, 0.01, 20, (), 2.0, 27)
+        m = config.model
+        assert (m.variant, m.backbone, m.backbone_weights) == ("jmi", "w48", None)
+        assert m.resolved().freeze_backbone and not m.allow_random_backbone
+        assert (m.stage1_source, m.attention_axis, m.gate_conv, m.offset_groups, m.gather_dilation,
+                m.mask_activation, m.aux_estimator) == ("transition1", "channel", False, 12, 1, "none", "official")
+        assert config.data.val_boxes is None and not config.data.use_joint_weights  # boxes must be given
         assert (config.eval.flip_test, config.eval.shift_heatmap, config.eval.dark, config.eval.oks_nms) == \
             (True, True, True, 0.9)
         assert config.data.image_size == (288, 384) and config.data.heatmap_size == (72, 96)
+
+
+def test_posetrack_configs_refuse_a_random_frozen_backbone_and_missing_boxes(tmp_path):
+    from jmipose.engine.train import make_validator, train
+    from jmipose.models import build_model
+
+    config = load_config("posetrack18", ["model.backbone=tiny", "model.offset_groups=8"])
+    with pytest.raises(ValueError, match="backbone_weights is not set"):
+        build_model(config.model)
+    with pytest.raises(ValueError, match="model.backbone_weights"):
+        train("posetrack18", ["model.backbone=tiny", f"output_dir={tmp_path}"])
+    build_model(apply_overrides(config, ["model.allow_random_backbone=true"]).model)  # the explicit opt-out
+    with pytest.raises(ValueError, match="data.val_boxes is not set"):
+        make_validator(config, "cpu")
+    assert apply_overrides(config, ["data.val_boxes=gt"]).data.require_boxes("val") == "gt"
 
 
 def test_overrides_are_typed_by_the_field():

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import jmipose
@@ -60,7 +61,7 @@ def test_info_json_reports_versions_backends_and_build(tmp_path):
 
 
 def test_info_model_matches_the_built_model():
-    overrides = ["model.backbone=tiny", "model.variant=jm"]
+    overrides = ["model.backbone=tiny", "model.variant=jm", "model.allow_random_backbone=true"]
     described = describe_model("synthetic", overrides)
     cfg = load_config("synthetic", overrides)
     model = build_model(cfg.model)
@@ -85,3 +86,38 @@ def test_benchmark_environment_comes_from_info():
     assert env["gpu"] is None and env["cuda"] == torch.version.cuda
     assert 1 <= info["cores"] == available_cores() <= (os.cpu_count() or 1)
     assert info["cpu"] and isinstance(info["cpu"], str)
+
+
+def test_info_model_prints_the_loss_balance_at_initialisation(tmp_path):
+    """The gradient norms of the heatmap MSE and of aux_weight x the auxiliary term on the trainable
+    parameters, as a direct autograd computation on the same model and inputs gives them."""
+    from jmipose.engine.train import loss_balance
+
+    overrides = ["model.backbone=tiny", "model.offset_groups=8", "data.image_size=[64,96]"]
+    info = _info_json(tmp_path, "--model", "posetrack18", *(a for o in overrides for a in ("--set", o)))
+    balance = info["model"]["loss_balance"]
+    assert balance["backbone"] == "random (backbone_weights not set)"
+    assert balance["aux_estimator"] == "official" and balance["aux_weight"] == 2.0
+    assert balance["grad_norm_heatmap"] > 0 and balance["grad_norm_aux"] > 0
+    assert balance["grad_ratio_aux"] == balance["grad_norm_aux"] / balance["grad_norm_heatmap"]
+    assert loss_balance("posetrack18", overrides) == balance  # seeded: the same numbers in process
+
+    # a direct computation: same seed, same model, same inputs
+    cfg = load_config("posetrack18", overrides + ["model.allow_random_backbone=true"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model).train()
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randn(2, 5, 3, 96, 64, generator=generator)
+    cy = torch.rand(2, 17, 1, 1, generator=generator) * 23
+    cx = torch.rand(2, 17, 1, 1, generator=generator) * 15
+    ys, xs = torch.arange(24.0)[:, None], torch.arange(16.0)[None, :]
+    target = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * 3.0 ** 2))
+    output = model(frames)
+    params = [p for p in model.parameters() if p.requires_grad]
+    mse = 0.5 * ((output.heatmaps - target) ** 2).mean()
+    grads = torch.autograd.grad(mse, params, retain_graph=True, allow_unused=True)
+    direct = float(torch.sqrt(sum(g.double().pow(2).sum() for g in grads if g is not None)))
+    assert balance["grad_norm_heatmap"] == pytest.approx(direct, rel=1e-6)
+    grads = torch.autograd.grad(2.0 * output.aux_loss, params, allow_unused=True)
+    direct = float(torch.sqrt(sum(g.double().pow(2).sum() for g in grads if g is not None)))
+    assert balance["grad_norm_aux"] == pytest.approx(direct, rel=1e-6)

@@ -6,7 +6,7 @@ Per person box: the window's heatmaps (flip test: the flipped window's heatmaps 
 shifted one pixel and averaged), DARK decoding, back-projection through the crop's inverse affine.
 Per image: person score = box score x mean joint score above ``in_vis_threshold``, OKS-NMS. Written as
 PoseTrack18 (or PoseTrack17, following the ground truth) prediction files, one per sequence, with
-per-joint scores = heatmap maximum x box score (the official JMI / DCPose convention), then scored
+per-joint scores = heatmap maximum x box score (the HRNet / DCPose convention), then scored
 with :func:`jmipose.metrics.posetrack_ap`, overall and on hard / easy frames when the ground truth
 labels them.
 """
@@ -224,9 +224,8 @@ def evaluate(config, checkpoint: str | os.PathLike | None = None, overrides=(), 
     from jmipose.config import load_config
     from jmipose.data import build_dataset
     from jmipose.engine.distributed import pick_device
-    from jmipose.models import build_model, load_model
-
     from jmipose.fileio import check_output_dir
+    from jmipose.models import build_model, load_model
 
     config = load_config(config, overrides)
     torch_device = pick_device(device, what="device")
@@ -239,9 +238,22 @@ def evaluate(config, checkpoint: str | os.PathLike | None = None, overrides=(), 
     else:
         raise ValueError("evaluate: give a checkpoint (--checkpoint) or set model.backbone_weights; "
                          "a model with random weights has nothing to evaluate")
+    boxes = config.data.require_boxes(split) if split != "train" else config.data.boxes_for(split)
     dataset = build_dataset(config.data, split)
-    return evaluate_model(model.to(torch_device), dataset, list(dataset.annotation_files), out, config.eval,
-                          torch_device, progress=progress)
+    result = evaluate_model(model.to(torch_device), dataset, list(dataset.annotation_files), out, config.eval,
+                            torch_device, progress=progress)
+    result["boxes"] = describe_boxes(boxes, split)
+    atomic_write_json(out / "ap.json", result)
+    return result
+
+
+def describe_boxes(boxes: str | None, split: str = "val") -> str:
+    """How the person boxes of an evaluation were obtained, for its report."""
+    if boxes is None or boxes == "gt":
+        setting = "gt" if boxes == "gt" else "null"
+        return (f"ground-truth person boxes (data.{split}_boxes: {setting}): not comparable with published "
+                f"results, which use detector boxes")
+    return f"detector boxes from {boxes}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -265,6 +277,7 @@ def main(args: argparse.Namespace) -> int:
     if not result["all"]["frames"]:
         raise ValueError(f"nothing to score: no {args.split} frame of the ground truth has an annotated "
                          f"person (PoseTrack AP scores only those), so there is no AP")
+    print(f"person boxes: {result['boxes']}")
     for part in ("all", "hard", "easy"):
         if part in result:
             print(f"{part} frames ({result[part]['frames']}):")

@@ -14,7 +14,8 @@ from jmipose.fileio import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("jmipose.train")
 
-TRAIN_FIELDS = ("epoch", "step", "loss", "heatmap_loss", "aux_loss", "lr", "samples_per_s", "seconds")
+TRAIN_FIELDS = ("epoch", "step", "loss", "heatmap_loss", "aux_loss", "lr", "samples_per_s", "seconds",
+                "grad_norm_heatmap", "grad_norm_aux", "grad_ratio_aux")
 VAL_FIELDS = ("epoch", "step", "Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Total")
 
 

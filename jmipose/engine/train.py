@@ -3,10 +3,17 @@
     jmipose train posetrack18 train.lr=2e-4 --resume
     torchrun --nproc_per_node 2 -m jmipose train synthetic
 
-The recipe is the official JMI one (AdamW, lr 1e-4, weight decay 1e-4, x0.1 at epochs 5/10/15, loss =
-joint-weighted heatmap MSE + 2 x the auxiliary objective), with AMP on GPU, optional gradient clipping,
-validation by PoseTrack AP every ``train.val_every`` epochs, and crash-safe checkpoints (``last`` and
-``best``, see :mod:`jmipose.engine.state`).
+AdamW and a multi-step schedule (the shipped PoseTrack configs set what the authors' code runs: lr 1e-4
+at torch's default weight decay, constant for 20 epochs; docs/FIDELITY.md), loss = (joint-weighted)
+heatmap MSE + ``aux_weight`` (2, the authors' weight) x the auxiliary objective, with AMP on GPU,
+optional gradient clipping, validation by PoseTrack AP every ``train.val_every`` epochs, and
+crash-safe checkpoints (``last`` and ``best``, see :mod:`jmipose.engine.state`).
+
+Loss balance: at the first step and then every ``train.grad_norm_every`` steps (default: each log
+step) the trainer measures the gradient norm of each loss term on the trainable parameters (the
+terms the loss function returns, e.g. the heatmap MSE and ``aux_weight`` x the auxiliary objective)
+and logs them with their ratio (``grad_norm_heatmap``, ``grad_norm_aux``, ``grad_ratio_aux``) to the
+CSV log and TensorBoard.
 
 Exact resume: each step reseeds every RNG from (seed, epoch, step, rank), samples are augmented from
 (seed, epoch, index), the sampler restarts at the saved position inside the epoch, and the optimizer,
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import logging
 import math
@@ -46,19 +54,40 @@ from jmipose.fileio import atomic_write_json
 
 log = logging.getLogger("jmipose.train")
 
-LossFn = Callable[[Any, dict], tuple[Tensor, dict[str, Tensor]]]
+# (output, batch) -> (loss, parts for the log) or (loss, parts, terms): ``terms`` are the weighted
+# summands of ``loss`` (with their graphs) whose gradient norms the trainer measures.
+LossFn = Callable[[Any, dict], tuple]
 ValidateFn = Callable[[nn.Module, int], dict]  # (model, epochs done) -> AP dict with "Total"
 
 
 def default_loss(aux_weight: float = 2.0) -> LossFn:
-    """Joint-weighted heatmap MSE of the final heatmaps + ``aux_weight`` x the model's aux loss."""
+    """Joint-weighted heatmap MSE of the final heatmaps + ``aux_weight`` x the model's aux loss; the two
+    summands are the terms whose gradient norms the trainer logs."""
     from jmipose.models.losses import pose_loss
 
-    def loss_fn(output, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss_fn(output, batch: dict) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         parts = pose_loss(output, batch["heatmaps"], batch["target_weight"], aux_weight)
-        return parts.total, {"heatmap_loss": parts.heatmap.detach(), "aux_loss": parts.aux.detach()}
+        logged = {"heatmap_loss": parts.heatmap.detach(), "aux_loss": parts.aux.detach()}
+        return parts.total, logged, {"heatmap": parts.heatmap, "aux": aux_weight * parts.aux}
 
     return loss_fn
+
+
+def term_grad_norms(terms: dict[str, Tensor], params: list[Tensor], scale: float = 1.0) -> dict[str, float]:
+    """The L2 norm of the gradient of each loss term over ``params`` (float64 sums), leaving the graph
+    for the training step's backward.  ``scale`` is the AMP loss scale: terms are differentiated scaled
+    (no float16 underflow) and the norms divided by it.  A term without a graph has norm 0."""
+    norms = {}
+    for name, term in terms.items():
+        if not (isinstance(term, Tensor) and term.requires_grad):
+            norms[name] = 0.0
+            continue
+        grads = torch.autograd.grad(term * scale if scale != 1.0 else term, params, retain_graph=True,
+                                    allow_unused=True)
+        total = sum((g.detach().double().pow(2).sum() for g in grads if g is not None),
+                    torch.zeros((), dtype=torch.float64))
+        norms[name] = float(total.sqrt()) / scale
+    return norms
 
 
 @dataclass
@@ -289,7 +318,7 @@ class Trainer:
         bar = _progress(cfg.progress and self.dist.is_main, total, self.position.step_in_epoch,
                         f"epoch {epoch + 1}/{cfg.epochs}")
         window = {"loss": 0.0, "heatmap_loss": 0.0, "aux_loss": 0.0, "steps": 0, "samples": 0,
-                  "time": time.perf_counter()}
+                  "time": time.perf_counter(), "grad_norms": {}}
         join = contextlib.nullcontext()
         if self.dist.distributed:
             from torch.distributed.algorithms.join import Join
@@ -297,9 +326,11 @@ class Trainer:
             join = Join([self.train_model])
         with join:
             for batch in batches(self.loader, self.sample_tracker):
-                loss, parts, size = self._step(batch)
+                loss, parts, size, norms = self._step(batch)
                 self.position.step_in_epoch += 1
                 self.position.global_step += 1
+                if norms:
+                    window["grad_norms"] = norms
                 window["loss"] += loss
                 window["heatmap_loss"] += parts.get("heatmap_loss", loss)
                 window["aux_loss"] += parts.get("aux_loss", 0.0)
@@ -309,7 +340,8 @@ class Trainer:
                     rate = window["samples"] / max(time.perf_counter() - window["time"], 1e-9)
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3g}", samples_s=f"{rate:.1f}")
-                if cfg.log_every and self.position.global_step % cfg.log_every == 0:
+                if cfg.log_every and (self.position.global_step % cfg.log_every == 0
+                                      or self.position.global_step == 1):
                     self._log_window(window)
                 if cfg.checkpoint_every and self.position.global_step % cfg.checkpoint_every == 0:
                     self.save()
@@ -340,7 +372,14 @@ class Trainer:
         self.train_model = self.model
         gc.collect()  # DDP's hooks may form reference cycles; free the reducer before the group goes
 
-    def _step(self, batch: dict) -> tuple[float, dict[str, float], int]:
+    def _grad_norm_due(self) -> bool:
+        """The step about to run measures the loss terms' gradient norms: the first step of the run,
+        then every ``grad_norm_every`` steps (None: ``log_every``; 0: the first step only)."""
+        step = self.position.global_step + 1
+        every = self.cfg.log_every if self.cfg.grad_norm_every is None else self.cfg.grad_norm_every
+        return step == 1 or bool(every) and step % every == 0
+
+    def _step(self, batch: dict) -> tuple[float, dict[str, float], int, dict[str, float]]:
         cfg, device = self.cfg, self.dist.device
         seed_everything(mix_seed(self.seed, self.position.epoch, self.position.step_in_epoch, self.dist.rank))
         batch = _to_device(batch, device)
@@ -348,19 +387,29 @@ class Trainer:
                     else contextlib.nullcontext())
         with autocast:
             output = self.train_model(batch["frames"])
-            loss, parts = self.loss_fn(output, batch)
+            loss, parts, *rest = self.loss_fn(output, batch)
+        terms = rest[0] if rest else {}
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the loss is {loss.item()} at epoch {self.position.epoch + 1}, "
                                      f"step {self.position.global_step + 1}; lower train.lr or set "
                                      f"train.grad_clip")
         self.optimizer.zero_grad(set_to_none=True)
+        norms = {}
+        if terms and self.dist.is_main and self._grad_norm_due():
+            scale = float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
+            norms = {f"grad_norm_{name}": value
+                     for name, value in term_grad_norms(terms, self.params, scale).items()}
+            if "grad_norm_heatmap" in norms and "grad_norm_aux" in norms:
+                base = norms["grad_norm_heatmap"]
+                norms["grad_ratio_aux"] = norms["grad_norm_aux"] / base if base > 0 else float("nan")
         self.scaler.scale(loss).backward()
         if cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return float(loss.detach()), {k: float(v) for k, v in parts.items()}, int(batch["frames"].shape[0])
+        return (float(loss.detach()), {k: float(v) for k, v in parts.items()}, int(batch["frames"].shape[0]),
+                norms)
 
     def _log_window(self, window: dict) -> None:
         if not self.dist.is_main or not window["steps"]:
@@ -369,10 +418,12 @@ class Trainer:
         row = {"epoch": self.position.epoch + 1, "step": self.position.global_step,
                "loss": window["loss"] / steps, "heatmap_loss": window["heatmap_loss"] / steps,
                "aux_loss": window["aux_loss"] / steps, "lr": self.optimizer.param_groups[0]["lr"],
-               "samples_per_s": window["samples"] / max(elapsed, 1e-9), "seconds": elapsed}
+               "samples_per_s": window["samples"] / max(elapsed, 1e-9), "seconds": elapsed,
+               **window["grad_norms"]}
         self.train_log.write(row)
         self.tensorboard.scalars("train", row, self.position.global_step)
-        window.update(loss=0.0, heatmap_loss=0.0, aux_loss=0.0, steps=0, samples=0, time=time.perf_counter())
+        window.update(loss=0.0, heatmap_loss=0.0, aux_loss=0.0, steps=0, samples=0, time=time.perf_counter(),
+                      grad_norms={})
 
     def _end_epoch(self) -> None:
         epochs_done = self.position.epoch + 1
@@ -444,16 +495,68 @@ def train(config, overrides=(), *, resume: bool = False, progress: bool | None =
         cleanup(info)
 
 
-def make_validator(config, device: torch.device, split: str = "val") -> ValidateFn:
-    """``validate(model, epochs_done)``: PoseTrack AP on ``split`` (predictions under output_dir/val)."""
-    from jmipose.data import build_dataset
-    from jmipose.engine.evaluate import evaluate_model
+def loss_balance(config, overrides=(), *, batch_size: int = 2, seed: int = 0) -> dict:
+    """The gradient norm of each loss term on the trainable parameters at initialisation, as the trainer
+    measures it at its first step: the model of ``config`` (a Config, YAML path or shipped name, plus
+    dotted overrides) in training mode on ``batch_size`` random windows at the config's input size,
+    Gaussian targets at random joint positions (the config's sigma and joint weights), seeded.
 
+    Returns ``{"grad_norm_heatmap", "grad_norm_aux", "grad_ratio_aux", "heatmap_loss", "aux_loss",
+    "aux_weight", "backbone"}``; ``backbone`` says whether the backbone weights were loaded or random
+    (a frozen backbone without ``backbone_weights`` is measured random, on purpose)."""
+    from jmipose.config import load_config
+    from jmipose.joints import JOINT_WEIGHTS
+    from jmipose.models import build_model
+
+    config = load_config(config, overrides)
+    model_config = config.model
+    random_backbone = not model_config.backbone_weights
+    if random_backbone:
+        model_config = dataclasses.replace(model_config, allow_random_backbone=True)
+    torch.manual_seed(seed)
+    model = build_model(model_config)
+    model.train()
+    width, height = config.data.image_size
+    heat_width, heat_height = config.data.heatmap_size
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randn(batch_size, model.config.num_frames, 3, height, width, generator=generator)
+    joints = model.config.num_joints
+    ys = torch.arange(heat_height, dtype=torch.float32)[:, None]
+    xs = torch.arange(heat_width, dtype=torch.float32)[None, :]
+    cy = torch.rand(batch_size, joints, 1, 1, generator=generator) * (heat_height - 1)
+    cx = torch.rand(batch_size, joints, 1, 1, generator=generator) * (heat_width - 1)
+    target = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * config.data.sigma ** 2))
+    weight = torch.ones(batch_size, joints)
+    if config.data.use_joint_weights and joints == len(JOINT_WEIGHTS):
+        weight = weight * torch.tensor(JOINT_WEIGHTS, dtype=torch.float32)
+    output = model(frames)
+    loss, logged, terms = default_loss(config.train.aux_weight)(output, {"heatmaps": target,
+                                                                         "target_weight": weight})
+    params = [p for p in model.parameters() if p.requires_grad]
+    norms = term_grad_norms(terms, params)
+    base = norms["heatmap"]
+    return {"grad_norm_heatmap": base, "grad_norm_aux": norms["aux"],
+            "grad_ratio_aux": norms["aux"] / base if base > 0 else float("nan"),
+            "heatmap_loss": float(logged["heatmap_loss"]), "aux_loss": float(logged["aux_loss"]),
+            "aux_weight": config.train.aux_weight, "aux_estimator": model.config.aux_estimator,
+            "backbone": "random (backbone_weights not set)" if random_backbone
+            else f"loaded from {model_config.backbone_weights}",
+            "windows": batch_size, "input": [width, height]}
+
+
+def make_validator(config, device: torch.device, split: str = "val") -> ValidateFn:
+    """``validate(model, epochs_done)``: PoseTrack AP on ``split`` (predictions under output_dir/val).
+    ``data.<split>_boxes`` must say which person boxes: a detections JSON or ``gt`` (logged as such)."""
+    from jmipose.data import build_dataset
+    from jmipose.engine.evaluate import describe_boxes, evaluate_model
+
+    boxes = describe_boxes(config.data.require_boxes(split), split)
     dataset = build_dataset(config.data, split)
     gt_files = list(dataset.annotation_files)
 
     def validate(model: nn.Module, epochs_done: int) -> dict:
         out = Path(config.output_dir) / split / f"epoch_{epochs_done:03d}"
+        log.info("validation on %s with %s", split, boxes)
         return evaluate_model(model, dataset, gt_files, out, config.eval, device)["all"]
 
     return validate

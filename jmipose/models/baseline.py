@@ -23,7 +23,7 @@ class SingleFramePose(nn.Module):
         self.config = config.resolved()
         self.backbone = backbone
         if self.config.freeze_backbone:
-            backbone.freeze()
+            backbone.freeze(batchnorm=self.config.freeze_batchnorm)
 
     @property
     def feature_stages(self) -> list[int]:

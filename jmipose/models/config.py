@@ -1,11 +1,14 @@
 """``ModelConfig``: every choice the model makes, as one flat dataclass of plain types.
 
 ``build_model(config)`` accepts a ``ModelConfig`` or a plain dict with the same keys (the YAML
-``model:`` section).  Defaults are the paper's W48 setting; fields left ``None`` take the default of
-the chosen ``variant`` (see ``VARIANT_DEFAULTS``), so one config file can switch between the IJCAI
-version (``jmi``), the ACM MM version (``jm``) and the single-frame ``baseline`` by one key.
+``model:`` section).  Fields left ``None`` take the default of the chosen ``variant`` (see
+``VARIANT_DEFAULTS``), so one config file can switch between the IJCAI version (``jmi``), the ACM MM
+version (``jm``) and the single-frame ``baseline`` by one key.
 
-Where PAPER.md says a detail is not known, the field says what we chose and why.
+Each field says which value the papers' figures or the authors' code use and which is ours; the
+defaults keep the layout of earlier jmipose checkpoints, and the shipped PoseTrack configs set the
+authors' choices wherever their code settles them.  docs/FIDELITY.md is the full table, with
+citations.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from typing import Any
 VARIANTS = ("jmi", "jm", "baseline")
 BACKBONES = ("w48", "w32", "tiny")
 AUX_OBJECTIVES = ("mi", "orthogonality", "none")
-MI_PROXIES = ("exp_neg_kl", "neg_kl")
+AUX_ESTIMATORS = ("official", "exp_neg_kl", "neg_kl")
+ATTENTION_AXES = ("pixel", "channel")
+STAGE1_SOURCES = ("layer1", "transition1")
+MASK_ACTIVATIONS = ("sigmoid", "none")
 # Upper bounds of the sizes that multiply memory, far above any real setting (W48: 48 channels), so
 # that an absurd value (``channels: 1000000000000`` in a checkpoint's JSON) is refused before
 # anything is allocated; build_model then checks the parameters' bytes against JMIPOSE_MAX_BYTES.
@@ -46,21 +52,33 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
 class ModelConfig:
     """The model section of a jmipose config.
 
-    Fields (defaults: HRNet-W48, JMI, 5-frame window, the official frozen-backbone setting):
+    Fields (defaults: HRNet-W48, JMI, 5-frame window, frozen backbone; docs/FIDELITY.md says for each
+    field what the papers and the authors' code do):
 
     - ``variant``: ``"jmi"`` (IJCAI), ``"jm"`` (ACM MM JM-Pose) or ``"baseline"`` (key frame only).
     - ``backbone``: ``"w48"``, ``"w32"`` (public pose-HRNet layouts) or ``"tiny"`` (tests, demo).
     - ``num_joints``: heatmap channels (17, PoseTrack order).
     - ``num_frames``, ``key_index``: the window length T and the key frame's index in it (frames come
       in time order; the default window -2, -1, +1, +2 puts the key frame at index 2).
-    - ``freeze_backbone``: frozen HRNet with eval-mode BatchNorm (None: True for jmi/jm, False for
-      the baseline).
+    - ``freeze_backbone``: frozen HRNet with eval-mode BatchNorm (None: True for jmi/jm, as in the
+      authors' configs, False for the baseline).  A frozen backbone needs ``backbone_weights`` (or a
+      backbone handed to ``build_model``); ``allow_random_backbone`` opts out on purpose.
+    - ``freeze_batchnorm``: with a frozen backbone, True (ours) keeps its BatchNorm in eval mode under
+      ``model.train()`` (the statistics it was trained with); False leaves BatchNorm in training mode
+      (batch statistics, running averages updated), as the authors' code does, which only turns the
+      backbone's gradients off.
     - ``backbone_weights``: a public pose-HRNet state dict (``.safetensors``, or ``.pth`` read with
       ``torch.load(weights_only=True)``) loaded strictly into the backbone at build time; None: none.
+    - ``allow_random_backbone``: True lets a frozen backbone keep its random initialisation (tests,
+      speed and gradient measurements); False (default) makes that an error naming
+      ``backbone_weights``, since a frozen random backbone gives a model that cannot learn poses.
     - ``channels``: width C of the temporal head (motion, joint features, attention); None: the
-      backbone width (48 for W48, the width of its highest-resolution branch).
+      backbone width (48 for W48, the width of its highest-resolution branch, as in the authors' code).
     - ``stages``: backbone stages (1..4) whose highest-resolution features feed motion branches
       (None: jmi [1, 2, 3, 4], one branch each; jm [4], one branch).
+    - ``stage1_source``: the stage-1 feature: ``"transition1"`` (the 48-channel output of
+      ``transition1``'s first branch, as the authors' ``HRNetPlus`` returns it) or ``"layer1"`` (ours:
+      the 256-channel ``layer1`` output before it; the default of earlier checkpoints).
     - ``heatmap_offsets``: which frames' initial heatmaps guide the gather, as window-index offsets
       from the key frame (None: jmi [0]; jm [-1, 0, 1], the paper's H^ of t-1, t, t+1).
     - ``num_blocks``: interaction blocks chained in each branch (None: jmi 1 per stage; jm L = 4, not
@@ -69,24 +87,36 @@ class ModelConfig:
       the key) motion features separately and merges them, as JM-Pose does (None: jm True, jmi False).
     - ``aux_objective``: ``"mi"`` (JMI: information between M~ and J~), ``"orthogonality"`` (JM-Pose:
       I(J;M|H^)) or ``"none"`` (None: variant default).  See ``jmipose.models.losses``.
-    - ``heads``: attention heads (the paper does not say; 1 head of dimension C by default).
+    - ``aux_estimator``: how each information term is estimated: ``"official"`` (the authors'
+      estimator, exactly: ``kl_div`` of per-channel spatial softmaxes, mean reduction, tau 0.05, no
+      side detached), ``"exp_neg_kl"`` (ours: bounded exp(-symmetric KL)) or ``"neg_kl"`` (ours:
+      -symmetric KL).  See ``jmipose.models.losses``.
+    - ``heads``: attention heads (the paper does not say; 1 head by default).
+    - ``attention_axis``: what the interaction block's tokens are: ``"pixel"`` (ours: the h*w pixels,
+      each a C-vector; the flash-style kernel never writes the N x N scores) or ``"channel"`` (the C
+      channels, each an h*w-vector, as the authors' related code attends in
+      ``ChannelAttentionModule``; scale 1/sqrt(h*w)).  Both run through ``jmipose.ops``' op B.
     - ``attention_pool``: > 1 average-pools the token maps by this factor before attention and
-      upsamples the attention output (a CPU-speed option; 1 = the paper's full resolution, N = H*W/16).
+      upsamples the attention output (ours, a CPU-speed option; 1 = full resolution).
+    - ``gate_conv``: True (ours) puts a 1x1 conv between concat(A_m, A_j) and the sigmoid of the
+      gates; False follows the papers' figures: concat -> sigmoid -> chunk, no conv.
     - ``gather_kernel``, ``gather_dilation``, ``offset_groups``: the joint-region gather (DCNv2) of
-      the context-aware joint learner (not stated in the paper; 3x3 with dilation 3 as in the authors'
-      related code, 1 offset group).
+      the context-aware joint learner (not stated in the paper).  The authors' related code gathers
+      motion features with a 3x3 DCN of dilation 1 and 12 offset groups (its appearance DCNs use
+      dilation 3); the defaults here (3x3, dilation 3, 1 group) are ours.
+    - ``mask_activation``: the modulation masks JW: ``"sigmoid"`` (ours, as DCNv2 defines them) or
+      ``"none"`` (the raw conv output, as the authors' related code passes it to its DCN).
     - ``use_cjl``: False replaces the heatmap-guided gather by a plain conv of the same shape (ablation).
     - ``use_interaction``: False makes the interaction blocks identities (ablation).
     - ``use_aux``: False drops the auxiliary objective (ablation; aux_loss is 0).
     - ``mi_temperature``: temperature of the per-channel spatial softmax of the information estimator
-      (0.05, the authors' code family).
-    - ``mi_proxy``: how a KL divergence becomes an information value: ``"exp_neg_kl"`` (bounded,
-      default) or ``"neg_kl"`` (unbounded); see ``jmipose.models.losses.information``.
-    - ``heatmap_residual``: final heatmaps = head output + the key frame's backbone heatmaps (not in
-      the paper; off by default; helps a head trained on a frozen backbone start from its quality).
+      (0.05, as in the authors' code).
+    - ``heatmap_residual``: final heatmaps = head output + the key frame's backbone heatmaps (ours,
+      not in the paper; off by default; helps a head trained on a frozen backbone start from its
+      quality).
     - ``residual_gate``: with ``heatmap_residual``, the head's correction is scaled per joint and pixel
       by a sigmoid gate computed from the fused features, the key frame's heatmaps and each joint's
-      peak value there, so a confident key frame can keep its own heatmaps (not in the paper).
+      peak value there, so a confident key frame can keep its own heatmaps (ours, not in the paper).
     - ``use_kernels``: True runs ``jmipose.ops``' default backends, False the eager references.
     """
 
@@ -96,23 +126,29 @@ class ModelConfig:
     num_frames: int = 5
     key_index: int = 2
     freeze_backbone: bool | None = None
+    freeze_batchnorm: bool = True
     backbone_weights: str | None = None
+    allow_random_backbone: bool = False
     channels: int | None = None
     stages: list[int] | None = None
+    stage1_source: str = "layer1"
     heatmap_offsets: list[int] | None = None
     num_blocks: int | None = None
     split_sides: bool | None = None
     aux_objective: str | None = None
+    aux_estimator: str = "official"
     heads: int = 1
+    attention_axis: str = "pixel"
     attention_pool: int = 1
+    gate_conv: bool = True
     gather_kernel: int = 3
     gather_dilation: int = 3
     offset_groups: int = 1
+    mask_activation: str = "sigmoid"
     use_cjl: bool = True
     use_interaction: bool = True
     use_aux: bool = True
     mi_temperature: float = 0.05
-    mi_proxy: str = "exp_neg_kl"
     heatmap_residual: bool = False
     residual_gate: bool = False
     use_kernels: bool = True
@@ -123,6 +159,7 @@ class ModelConfig:
         if not isinstance(values, dict):
             raise TypeError(f"model config must be a dict or ModelConfig, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
+        values = _upgrade(values)
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"model config: unknown keys {unknown}; known keys are {sorted(known)}")
@@ -177,8 +214,17 @@ class ModelConfig:
             fail("channels", "a positive int or None")
         if self.aux_objective is not None and self.aux_objective not in AUX_OBJECTIVES:
             fail("aux_objective", f"one of {AUX_OBJECTIVES} or None")
-        if self.mi_proxy not in MI_PROXIES:
-            fail("mi_proxy", f"one of {MI_PROXIES}")
+        if self.aux_estimator not in AUX_ESTIMATORS:
+            fail("aux_estimator", f"one of {AUX_ESTIMATORS}")
+        if self.attention_axis not in ATTENTION_AXES:
+            fail("attention_axis", f"one of {ATTENTION_AXES}")
+        if self.stage1_source not in STAGE1_SOURCES:
+            fail("stage1_source", f"one of {STAGE1_SOURCES}")
+        if self.mask_activation not in MASK_ACTIVATIONS:
+            fail("mask_activation", f"one of {MASK_ACTIVATIONS}")
+        for name in ("allow_random_backbone", "gate_conv", "freeze_batchnorm"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "true or false")
         if not self.mi_temperature > 0:
             fail("mi_temperature", "a positive number")
         if self.residual_gate and not self.heatmap_residual:
@@ -206,3 +252,14 @@ class ModelConfig:
             fail("gather_dilation", "a positive int")
         if not isinstance(self.offset_groups, int) or self.offset_groups < 1:
             fail("offset_groups", "a positive int")
+
+
+def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before ``aux_estimator`` existed name the estimator ``mi_proxy`` (its two
+    values, ``exp_neg_kl`` and ``neg_kl``, are estimators of the same name)."""
+    if "mi_proxy" not in values:
+        return values
+    values = dict(values)
+    proxy = values.pop("mi_proxy")
+    values.setdefault("aux_estimator", proxy)
+    return values

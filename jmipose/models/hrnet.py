@@ -18,8 +18,10 @@ heatmaps of an image span at most that many maps, and 17 separate peaks cannot b
 plateaued at a 6x loss drop when overfitting a single clip; width 32 falls 1000x).
 
 ``forward(images, return_stage_features=True)`` also returns the highest-resolution feature after
-each of the four stages (``layer1``'s output for stage 1, branch 0 of stages 2..4), all at 1/4 of
-the input resolution, from the one pass that makes the heatmaps.
+each of the four stages (branch 0 of stages 2..4; for stage 1 ``layer1``'s output, or with
+``stage1_source="transition1"`` the first branch of ``transition1`` made from it, ``width`` channels,
+which is what the authors' ``HRNetPlus`` returns), all at 1/4 of the input resolution, from the one
+pass that makes the heatmaps.
 """
 
 from __future__ import annotations
@@ -176,13 +178,14 @@ def _transition(previous: list[int], current: list[int]) -> nn.ModuleList:
 
 
 class PoseHighResolutionNet(nn.Module):
-    """Pose HRNet; see the module docstring.  ``freeze()`` gives the official frozen backbone."""
+    """Pose HRNet; see the module docstring.  ``freeze()`` gives the papers' frozen backbone."""
 
     def __init__(self, spec: HRNetSpec, num_joints: int = 17) -> None:
         super().__init__()
         self.spec = spec
         self.num_joints = num_joints
         self.frozen = False
+        self.frozen_batchnorm = True
         stem = spec.stem_channels
         self.conv1 = nn.Conv2d(3, stem, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
@@ -218,15 +221,19 @@ class PoseHighResolutionNet(nn.Module):
     def width(self) -> int:
         return self.spec.width
 
-    def stage_channels(self) -> list[int]:
+    def stage_channels(self, stage1_source: str = "layer1") -> list[int]:
         """Channels of the four stage features ``forward(..., return_stage_features=True)`` returns."""
-        return [self.spec.stage1_channels, self.width, self.width, self.width]
+        _check_stage1_source(stage1_source)
+        stage1 = self.spec.stage1_channels if stage1_source == "layer1" else self.width
+        return [stage1, self.width, self.width, self.width]
 
-    def forward(self, images: Tensor,
-                return_stage_features: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
-        """images [N, 3, H, W] -> heatmaps [N, joints, H/4, W/4] (and the four stage features)."""
+    def forward(self, images: Tensor, return_stage_features: bool = False,
+                stage1_source: str = "layer1") -> Tensor | tuple[Tensor, list[Tensor]]:
+        """images [N, 3, H, W] -> heatmaps [N, joints, H/4, W/4] (and the four stage features; the first
+        is ``layer1``'s output or, with ``stage1_source="transition1"``, ``transition1``'s first branch)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"HRNet: images must be [N, 3, H, W], got shape {tuple(images.shape)}")
+        _check_stage1_source(stage1_source)
         # Forward-only on the CPU (evaluation, video inference, a frozen backbone under a training
         # head): oneDNN's convolutions run about a quarter faster on channels-last activations.  With
         # autograd they gain nothing measurable, so training keeps the default layout.
@@ -245,6 +252,8 @@ class PoseHighResolutionNet(nn.Module):
             # the lowest-resolution branch.
             branches = [layer(branches[i] if i < len(branches) else branches[-1])
                         for i, layer in enumerate(transition)]
+            if stage == 2 and stage1_source == "transition1":
+                stage_features[0] = branches[0]
             branches = getattr(self, f"stage{stage}")(branches)
             stage_features.append(branches[0])
         heatmaps = self.final_layer(branches[0])
@@ -255,21 +264,31 @@ class PoseHighResolutionNet(nn.Module):
             return heatmaps, stage_features
         return heatmaps
 
-    def freeze(self) -> PoseHighResolutionNet:
-        """No gradients, and BatchNorm kept in eval mode even under ``model.train()`` (the official
-        setting: the backbone comes pretrained and is not trained with the temporal head)."""
+    def freeze(self, batchnorm: bool = True) -> PoseHighResolutionNet:
+        """No gradients (the papers' setting: the backbone comes pretrained and is not trained with the
+        temporal head).  ``batchnorm=True`` (ours) also keeps BatchNorm in eval mode under
+        ``model.train()``, so the backbone computes exactly what it computed when it was trained;
+        ``batchnorm=False`` leaves BatchNorm following ``train()`` (batch statistics, running averages
+        updated), which is what the authors' code does: it only turns gradients off (docs/FIDELITY.md)."""
         self.frozen = True
+        self.frozen_batchnorm = batchnorm
         self.requires_grad_(False)
-        self.eval()
+        self.train(self.training)
         return self
 
     def unfreeze(self) -> PoseHighResolutionNet:
         self.frozen = False
+        self.frozen_batchnorm = True
         self.requires_grad_(True)
         return self
 
     def train(self, mode: bool = True) -> PoseHighResolutionNet:
-        return super().train(mode and not self.frozen)
+        return super().train(mode and not (self.frozen and self.frozen_batchnorm))
+
+
+def _check_stage1_source(stage1_source: str) -> None:
+    if stage1_source not in ("layer1", "transition1"):
+        raise ValueError(f"HRNet: stage1_source must be 'layer1' or 'transition1', got {stage1_source!r}")
 
 
 def hrnet_w32(num_joints: int = 17) -> PoseHighResolutionNet:

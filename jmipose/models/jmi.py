@@ -3,7 +3,8 @@ estimation, as one module tree configured by ``ModelConfig`` (``variant: jmi | j
 
 Input: frames [B, T, 3, H, W] in time order, the key frame at ``key_index``.  The HRNet backbone runs
 once on all B*T frames and gives initial heatmaps H and the highest-resolution feature F^s after
-each stage s (all at h, w = H/4, W/4).  ``forward`` is ``backbone_features`` (per crop) followed by
+each stage s (all at h, w = H/4, W/4; stage 1 per ``stage1_source``).  ``forward`` is
+``backbone_features`` (per crop) followed by
 ``forward_head`` (per window), two public halves so that video inference can compute a frame's
 backbone output once and reuse it in the five windows that hold it.  Then, per branch:
 
@@ -12,21 +13,23 @@ backbone output once and reuse it in the five windows that hold it.  Then, per b
    ``split_sides`` (JM-Pose) the differences before and after the key frame make left and right
    motion features M^l, M^r, merged by a conv block into M.
 2. Context-aware joint learner (CJL): a conv block on concat(H, M) and two 3x3 convs predict the
-   joint offsets JO and (sigmoid) joint weights JW for every pixel and kernel tap; the joint-region
-   gather (op A, modulated deformable conv, ``gather_kernel`` x ``gather_kernel`` with
-   ``gather_dilation``) reads M there: J = ReLU(BN(gather(M; JO, JW))).  The heatmaps decide where
-   and how much the motion features are read.
+   joint offsets JO (``offset_groups`` groups) and joint weights JW (``mask_activation``) for every
+   pixel and kernel tap; the joint-region gather (op A, modulated deformable conv, ``gather_kernel``
+   x ``gather_kernel`` with ``gather_dilation``) reads M there: J = ReLU(BN(gather(M; JO, JW))).  The
+   heatmaps decide where and how much the motion features are read.
 3. Interaction block(s): 1x1 convs project M and J to q, k, v (``heads`` heads); op B attends both
-   ways over the h*w pixels with the residuals fused, A_m = M + softmax(q_m k_j^T / sqrt(d)) v_j and
-   A_j = J + softmax(q_j k_m^T / sqrt(d)) v_m; a 1x1 conv on concat(A_m, A_j) and a sigmoid give two
-   gates, M~ = g_m * A_m, J~ = g_j * A_j.  JMI has one block per stage branch; JM-Pose chains
-   ``num_blocks`` (L) blocks, M^i, J^i -> M^{i+1}, J^{i+1}.
+   ways with the residuals fused, A_m = M + softmax(q_m k_j^T / sqrt(d)) v_j and
+   A_j = J + softmax(q_j k_m^T / sqrt(d)) v_m, over the h*w pixels (``attention_axis: pixel``, d = C
+   per head) or over the C channels (``attention_axis: channel``, d = h*w); the sigmoid of
+   concat(A_m, A_j) (after a 1x1 conv with ``gate_conv``) is chunked into two gates, M~ = g_m * A_m,
+   J~ = g_j * A_j.  JMI has one block per stage branch; JM-Pose chains ``num_blocks`` (L) blocks,
+   M^i, J^i -> M^{i+1}, J^{i+1}.
 4. The branch output concat(M~, J~) -> conv block.  JMI fuses the branches of all stages by a conv
    block into S; the heatmap head (1x1 conv) maps S to the joints.
 
 Auxiliary objective (returned as ``aux_loss``, averaged over blocks): JMI's information between M~
-and J~, JM-Pose's information orthogonality I(J; M | H^), both with the estimator of
-``jmipose.models.losses`` (its docstring gives the estimator and the sign convention).
+and J~, JM-Pose's information orthogonality I(J; M | H^), both with the ``aux_estimator`` of
+``jmipose.models.losses`` (its docstring gives the estimators and the sign convention).
 
 Ablations: ``use_cjl=False`` (a plain conv with the same weight shape instead of op A),
 ``use_interaction=False`` (blocks are identities), ``use_aux=False`` (aux_loss = 0).  Every built
@@ -80,13 +83,15 @@ class ContextAwareJointLearner(JointRegionGather):
     weight is this module's) with the offsets and masks predicted from the heatmaps and M."""
 
     def __init__(self, channels: int, heatmap_channels: int, kernel_size: int = 3, dilation: int = 3,
-                 offset_groups: int = 1, use_gather: bool = True, use_kernels: bool = True) -> None:
+                 offset_groups: int = 1, use_gather: bool = True, use_kernels: bool = True,
+                 mask_activation: str = "sigmoid") -> None:
         # The gather's weight is drawn after the offset and mask convs (so that a seed builds the same
         # model as before it came from JointRegionGather): on a forked RNG here, for real below.
         with torch.random.fork_rng(devices=[]):
             super().__init__(channels, channels, kernel_size, padding=dilation * (kernel_size - 1) // 2,
                              dilation=dilation, bias=False)
         self.use_gather = use_gather
+        self.mask_activation = mask_activation
         self.use_kernels = use_kernels
         taps = kernel_size * kernel_size
         if use_gather:
@@ -110,7 +115,9 @@ class ContextAwareJointLearner(JointRegionGather):
             return self.relu(self.norm(joint))
         guide = self.guide(torch.cat([heatmaps.to(motion.dtype), motion], dim=1))
         offsets = self.offset_conv(guide)                 # JO: (dy, dx) per offset group and tap
-        masks = torch.sigmoid(self.mask_conv(guide))      # JW
+        masks = self.mask_conv(guide)                     # JW: sigmoid (DCNv2) or raw (authors' code)
+        if self.mask_activation == "sigmoid":
+            masks = torch.sigmoid(masks)
         # Under autocast the convs give the autocast dtype; op A wants one dtype for all its tensors.
         dtype = offsets.dtype
         args = (motion.to(dtype), offsets, self.weight.to(dtype), None, 1, self.padding, self.dilation,
@@ -121,12 +128,18 @@ class ContextAwareJointLearner(JointRegionGather):
 
 class InteractionBlock(JointMotionAttention):
     """Bidirectional motion <-> joint attention (op B's layer: projections, attention, residuals),
-    then sigmoid gates."""
+    then sigmoid gates.
 
-    def __init__(self, channels: int, heads: int = 1, pool: int = 1, use_kernels: bool = True) -> None:
-        super().__init__(channels, heads, pool)
+    ``axis="pixel"``: the tokens are the h*w pixels, each a C/heads-vector (ours).  ``axis="channel"``:
+    the tokens are the C/heads channels of each head, each an h*w-vector, scaled by 1/sqrt(h*w), as
+    the authors' related code attends (docs/FIDELITY.md).  ``gate_conv`` puts a 1x1 conv before the
+    gates' sigmoid (ours; the figures have none)."""
+
+    def __init__(self, channels: int, heads: int = 1, pool: int = 1, use_kernels: bool = True,
+                 axis: str = "pixel", gate_conv: bool = True) -> None:
+        super().__init__(channels, heads, pool, axis=axis)
         self.use_kernels = use_kernels
-        self.gate = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.gate = nn.Conv2d(2 * channels, 2 * channels, 1) if gate_conv else None
 
     def attend(self, q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor,
                res_m: Tensor | None, res_j: Tensor | None, scale: float) -> tuple[Tensor, Tensor]:
@@ -136,7 +149,8 @@ class InteractionBlock(JointMotionAttention):
 
     def forward(self, motion: Tensor, joint: Tensor) -> tuple[Tensor, Tensor]:
         attended_motion, attended_joint = super().forward(motion, joint)
-        gates = torch.sigmoid(self.gate(torch.cat([attended_motion, attended_joint], dim=1)))
+        both = torch.cat([attended_motion, attended_joint], dim=1)
+        gates = torch.sigmoid(both if self.gate is None else self.gate(both))
         gate_motion, gate_joint = gates.chunk(2, dim=1)
         return gate_motion * attended_motion, gate_joint * attended_joint
 
@@ -154,19 +168,21 @@ class JointMotionBranch(nn.Module):
             self.motion_merge = ConvBlock(len(stage_channels) * channels, channels)
         self.joint_learner = ContextAwareJointLearner(
             channels, heatmap_channels, config.gather_kernel, config.gather_dilation, config.offset_groups,
-            use_gather=config.use_cjl, use_kernels=config.use_kernels)
+            use_gather=config.use_cjl, use_kernels=config.use_kernels, mask_activation=config.mask_activation)
         num_blocks = config.num_blocks if config.use_interaction else 0
-        self.interactions = nn.ModuleList(InteractionBlock(channels, config.heads, config.attention_pool,
-                                                           config.use_kernels) for _ in range(num_blocks))
+        self.interactions = nn.ModuleList(
+            InteractionBlock(channels, config.heads, config.attention_pool, config.use_kernels,
+                             axis=config.attention_axis, gate_conv=config.gate_conv)
+            for _ in range(num_blocks))
         self.fuse = ConvBlock(2 * channels, channels)
         self.aux_objective = config.aux_objective if config.use_aux else "none"
         self.temperature = config.mi_temperature
-        self.proxy = config.mi_proxy
+        self.estimator = config.aux_estimator
 
     def _aux(self, motion: Tensor, joint: Tensor, heatmaps: Tensor) -> Tensor:
         if self.aux_objective == "mi":
-            return mutual_information_objective(motion, joint, self.temperature, self.proxy)
-        return orthogonality_objective(joint, motion, heatmaps, self.temperature, self.proxy)
+            return mutual_information_objective(motion, joint, self.temperature, self.estimator)
+        return orthogonality_objective(joint, motion, heatmaps, self.temperature, self.estimator)
 
     def forward(self, stage_features: list[Tensor], heatmaps: Tensor) -> tuple[Tensor, list[Tensor]]:
         """stage_features: [B, T, C_s, h, w] per stage; heatmaps [B, K', h, w] (the guide).
@@ -209,7 +225,7 @@ class JointMotionPose(nn.Module):
             self.branch_stages = [[s] for s in config.stages]
         else:
             self.branch_stages = [list(config.stages)]
-        stage_channels = backbone.stage_channels()
+        stage_channels = backbone.stage_channels(config.stage1_source)
         self.branches = nn.ModuleList(
             JointMotionBranch([stage_channels[s - 1] for s in stages], heatmap_channels, config, channels)
             for stages in self.branch_stages)
@@ -226,7 +242,7 @@ class JointMotionPose(nn.Module):
             nn.init.normal_(self.residual_gate.weight, std=1e-3)
             nn.init.zeros_(self.residual_gate.bias)
         if config.freeze_backbone:
-            backbone.freeze()
+            backbone.freeze(batchnorm=config.freeze_batchnorm)
 
     @property
     def feature_stages(self) -> list[int]:
@@ -243,7 +259,8 @@ class JointMotionPose(nn.Module):
         """
         # A frozen backbone keeps no activations for backward.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone.frozen):
-            heatmaps, stage_features = self.backbone(frames, return_stage_features=True)
+            heatmaps, stage_features = self.backbone(frames, return_stage_features=True,
+                                                     stage1_source=self.config.stage1_source)
         read = set(self.feature_stages)
         return heatmaps, [f if stage in read else None for stage, f in enumerate(stage_features, 1)]
 

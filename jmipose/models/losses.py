@@ -1,38 +1,50 @@
 """Losses: the joint-weighted heatmap MSE, the auxiliary information objectives of JMI / JM-Pose and
 the weighting the trainer applies (``pose_loss``).
 
-Information estimator (one family for every term)
--------------------------------------------------
-The authors' code family estimates information between two feature maps from per-channel spatial
-distributions: for a map X [B, C, h, w], ``p_X[b, c] = softmax over the h*w pixels of X[b, c] / tau``
-(tau = 0.05).  Between two maps we take the symmetric KL divergence per (b, c)
+Information estimators (``aux_estimator``; every term of an objective uses the same one)
+-----------------------------------------------------------------------------------------
+All estimators compare per-channel spatial distributions: for a map X [B, C, h, w],
+``p_X[b, c] = softmax over the h*w pixels of X[b, c] / tau`` (tau = 0.05, the authors' value).
 
-    D(X, Y)[b, c] = 1/2 KL(p_X || p_Y) + 1/2 KL(p_Y || p_X) = 1/2 sum_pixels (p_X - p_Y)(log p_X - log p_Y),
+- ``official`` (the authors' estimator, docs/FIDELITY.md): their code calls
+  ``torch.nn.functional.kl_div(input=p_X, target=p_Y)`` with the default ``mean`` reduction, so the
+  value is
 
-which is 0 when both put the same spatial distribution on every channel and grows as they place
-their mass apart.  It becomes an information value ("how much X and Y share"), averaged over b, c:
+      I^(X -> Y) = mean over (b, c, pixels) of p_Y (log p_Y - p_X)
 
-- ``exp_neg_kl`` (default): I^(X; Y) = mean exp(-D) in (0, 1]: 1 for identical distributions, -> 0
-  for disjoint ones.  Bounded, so minimising it (the papers' direction, below) cannot run away by
-  scaling features up.
-- ``neg_kl``: I^(X; Y) = -mean D, the literal sign-flipped divergence (unbounded below).
+  Note that ``kl_div`` expects log-probabilities as its input and is handed probabilities: this is
+  not a KL divergence but -H(p_Y)/N - <p_X, p_Y>/N per (b, c) (N = h*w pixels), a value of order
+  log(N)/N (about 1e-3 at 96x72).  Minimising it spreads p_Y and moves it onto p_X's mass.  The
+  order matters (X is the ``input``, Y the ``target``); the term their training function weights
+  by 2 passes ``freeze=False``, so gradients reach both sides (their estimator's default detaches X).
+- ``exp_neg_kl`` (ours, not in the papers): the symmetric KL divergence per (b, c)
 
-Sign convention: both papers ask for *diverse, non-redundant* joint and motion cues, so the returned
-auxiliary losses are information values to be **minimised**.
+      D(X, Y)[b, c] = 1/2 KL(p_X || p_Y) + 1/2 KL(p_Y || p_X)
 
-- JMI (``mi``): L = I^(M~; J~) for the gated outputs of each interaction block.
+  becomes I^(X; Y) = mean exp(-D) in (0, 1]: 1 for identical distributions, -> 0 for disjoint ones.
+  Bounded, so minimising it cannot run away by scaling features up.  Its gradients are orders of
+  magnitude larger than the official estimator's: with the official weight 2 the auxiliary term
+  dominates the heatmap loss at initialisation (``jmipose info --model CONFIG`` prints the ratio).
+- ``neg_kl`` (ours): I^(X; Y) = -mean D, the sign-flipped symmetric divergence (unbounded below).
+
+Sign convention: both papers ask for *diverse, non-redundant* joint and motion cues, and the official
+training function adds +2 x the term, so the returned auxiliary losses are values to be **minimised**.
+
+- JMI (``mi``): L = I^(M~ -> J~) for the gated outputs of each interaction block (motion first, as
+  the motion term of the authors' code puts its motion features first).
 - JM-Pose (``orthogonality``): L = I(J; M | H^) = I(J; M) - I(M; H^) + I(M; H^ | J) per block, with
-  the conditional term by the chain rule I(M; H^ | J) = I(M; (H^, J)) - I(M; J).  I(J; M) compares J
-  and M channel by channel as above.  The heatmaps H^ (K or 3K channels, not aligned with the feature
+  the conditional term by the chain rule I(M; H^ | J) = I(M; (H^, J)) - I(M; J).  I(J; M) compares M
+  and J channel by channel as above.  The heatmaps H^ (K or 3K channels, not aligned with the feature
   channels) enter as one spatial map per image, their maximum over channels ("where any joint is"),
   and the terms with H^ compare it with one map per feature, the channel mean of M (of J): the
   distributions p_M, p_H^, p_J of these maps and, for the pair (H^, J), the normalised product
   p ~ p_H^ * p_J (softmax of the summed logits).  So
   I(M; H^) = I^(M_mean; H^_max) and I(M; H^ | J) = I^(M_mean; (H^_max, J_mean)) - I^(M_mean; J_mean).
-  (A first version compared every channel of M with H^_max; maximising I(M; H^) then forced every
-  motion channel into the heatmap's peaks and stalled the heatmap loss of a tiny model at a 3x drop
-  on a single clip; with channel means it falls 30x.)  Each term is available on its own
-  (``orthogonality_terms``).
+  This decomposition is ours (the authors' published code has no orthogonality objective); the
+  estimator of each term is the configured one.  (A first version compared every channel of M with
+  H^_max; maximising I(M; H^) then forced every motion channel into the heatmap's peaks and stalled
+  the heatmap loss of a tiny model at a 3x drop on a single clip; with channel means it falls 30x.)
+  Each term is available on its own (``orthogonality_terms``).
 
 Everything is computed in float32 (float64 stays float64), also under autocast.
 """
@@ -45,8 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-AUX_LOSS_WEIGHT = 2.0  # the official training function adds 2 x the auxiliary term
+AUX_LOSS_WEIGHT = 2.0  # the official training function adds 2 x the auxiliary term (docs/FIDELITY.md)
 MI_TEMPERATURE = 0.05
+ESTIMATORS = ("official", "exp_neg_kl", "neg_kl")
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -67,24 +80,32 @@ def symmetric_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
     return 0.5 * ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1)
 
 
-def information(log_p: Tensor, log_q: Tensor, proxy: str = "exp_neg_kl") -> Tensor:
-    """The information proxy between two sets of spatial distributions (module docstring)."""
+def official_information(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """The authors' estimator from log-distributions (module docstring): ``kl_div(input=p, target=q)``
+    with the mean reduction, i.e. the mean of ``q (log q - p)`` over every element (broadcasting)."""
+    return (log_q.exp() * (log_q - log_p.exp())).mean()
+
+
+def information(log_p: Tensor, log_q: Tensor, estimator: str = "official") -> Tensor:
+    """The information value between two sets of spatial distributions (module docstring)."""
+    if estimator == "official":
+        return official_information(log_p, log_q)
     divergence = symmetric_kl(log_p, log_q)
-    if proxy == "exp_neg_kl":
+    if estimator == "exp_neg_kl":
         return torch.exp(-divergence).mean()
-    if proxy == "neg_kl":
+    if estimator == "neg_kl":
         return -divergence.mean()
-    raise ValueError(f"information: proxy must be 'exp_neg_kl' or 'neg_kl', got {proxy!r}")
+    raise ValueError(f"information: estimator must be one of {ESTIMATORS}, got {estimator!r}")
 
 
 def mutual_information_objective(motion: Tensor, joint: Tensor, temperature: float = MI_TEMPERATURE,
-                                 proxy: str = "exp_neg_kl") -> Tensor:
-    """JMI's L_MI: I^(M~; J~) between two [B, C, h, w] maps of the same shape (to minimise)."""
+                                 estimator: str = "official") -> Tensor:
+    """JMI's L_MI: I^(M~ -> J~) between two [B, C, h, w] maps of the same shape (to minimise)."""
     if motion.shape != joint.shape:
         raise ValueError(f"mutual_information_objective: motion {tuple(motion.shape)} and joint "
                          f"{tuple(joint.shape)} must have one shape")
     log_motion = spatial_log_distribution(motion, temperature)
-    return information(log_motion, spatial_log_distribution(joint, temperature), proxy)
+    return information(log_motion, spatial_log_distribution(joint, temperature), estimator)
 
 
 class OrthogonalityTerms(NamedTuple):
@@ -99,7 +120,7 @@ class OrthogonalityTerms(NamedTuple):
 
 
 def orthogonality_terms(joint: Tensor, motion: Tensor, heatmaps: Tensor, temperature: float = MI_TEMPERATURE,
-                        proxy: str = "exp_neg_kl") -> OrthogonalityTerms:
+                        estimator: str = "official") -> OrthogonalityTerms:
     """The three terms of JM-Pose's information-orthogonality objective (module docstring).
 
     joint, motion [B, C, h, w]; heatmaps [B, K, h, w] (any K)."""
@@ -110,23 +131,23 @@ def orthogonality_terms(joint: Tensor, motion: Tensor, heatmaps: Tensor, tempera
         raise ValueError(f"orthogonality_terms: heatmaps must be [B, K, h, w] with B, h, w of the features "
                          f"{tuple(joint.shape)}, got {tuple(heatmaps.shape)}")
     dtype = _compute_dtype(joint)
-    joint_motion = information(spatial_log_distribution(joint, temperature),
-                               spatial_log_distribution(motion, temperature), proxy)
+    joint_motion = information(spatial_log_distribution(motion, temperature),
+                               spatial_log_distribution(joint, temperature), estimator)
     # Terms with H^ compare one map per image: the channel means of M and J, the channel max of H^.
     motion_map = motion.to(dtype).mean(dim=1, keepdim=True).flatten(2) / temperature     # [B, 1, N]
     joint_map = joint.to(dtype).mean(dim=1, keepdim=True).flatten(2) / temperature
     heat_map = heatmaps.to(dtype).amax(dim=1, keepdim=True).flatten(2) / temperature
     log_motion = F.log_softmax(motion_map, dim=-1)
-    motion_heatmap = information(log_motion, F.log_softmax(heat_map, dim=-1), proxy)
-    motion_heatmap_and_joint = information(log_motion, F.log_softmax(heat_map + joint_map, dim=-1), proxy)
-    motion_joint_maps = information(log_motion, F.log_softmax(joint_map, dim=-1), proxy)
+    motion_heatmap = information(log_motion, F.log_softmax(heat_map, dim=-1), estimator)
+    motion_heatmap_and_joint = information(log_motion, F.log_softmax(heat_map + joint_map, dim=-1), estimator)
+    motion_joint_maps = information(log_motion, F.log_softmax(joint_map, dim=-1), estimator)
     return OrthogonalityTerms(joint_motion, motion_heatmap, motion_heatmap_and_joint - motion_joint_maps)
 
 
 def orthogonality_objective(joint: Tensor, motion: Tensor, heatmaps: Tensor,
-                            temperature: float = MI_TEMPERATURE, proxy: str = "exp_neg_kl") -> Tensor:
+                            temperature: float = MI_TEMPERATURE, estimator: str = "official") -> Tensor:
     """JM-Pose's L_IO = I(J; M | H^) (to minimise)."""
-    return orthogonality_terms(joint, motion, heatmaps, temperature, proxy).total
+    return orthogonality_terms(joint, motion, heatmaps, temperature, estimator).total
 
 
 def joint_mse_loss(heatmaps: Tensor, target: Tensor, target_weight: Tensor | None = None) -> Tensor:
@@ -158,7 +179,8 @@ class PoseLoss(NamedTuple):
 def pose_loss(output, target: Tensor, target_weight: Tensor | None = None,
               aux_weight: float = AUX_LOSS_WEIGHT) -> PoseLoss:
     """The training loss of every variant from a ``PoseOutput``: the joint-weighted MSE of the final
-    heatmaps plus ``aux_weight`` (2, the official weight) times the model's auxiliary loss."""
+    heatmaps plus ``aux_weight`` (2, the weight of the official training function) times the model's
+    auxiliary loss."""
     heatmap = joint_mse_loss(output.heatmaps, target, target_weight)
     aux = output.aux_loss.to(heatmap.dtype)
     return PoseLoss(heatmap + aux_weight * aux, heatmap, aux)

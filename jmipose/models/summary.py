@@ -44,8 +44,12 @@ def op_flops(config, input_size: tuple[int, int], batch_size: int = 1) -> dict[s
         gather = num_branches * 2 * batch_size * channels * channels * taps * height * width
     attention = 0
     if config.use_interaction:
-        tokens = math.ceil(height / config.attention_pool) * math.ceil(width / config.attention_pool)
-        attention = num_branches * config.num_blocks * 8 * batch_size * tokens * tokens * channels
+        pixels = math.ceil(height / config.attention_pool) * math.ceil(width / config.attention_pool)
+        if config.attention_axis == "channel":  # per head: C/heads tokens of dimension h*w
+            per_block = 8 * batch_size * channels * (channels // config.heads) * pixels
+        else:                                   # per head: h*w tokens of dimension C/heads
+            per_block = 8 * batch_size * pixels * pixels * channels
+        attention = num_branches * config.num_blocks * per_block
     return {"joint_region_gather": gather, "joint_motion_attention": attention}
 
 
@@ -56,7 +60,8 @@ def describe(config, input_size: tuple[int, int] = (384, 288), batch_size: int =
 
     config = as_model_config(config)
     height, width = int(input_size[0]), int(input_size[1])
-    counted = dataclasses.replace(config, use_kernels=False, backbone_weights=None)
+    # counted on the meta device: no weights are read or needed
+    counted = dataclasses.replace(config, use_kernels=False, backbone_weights=None, allow_random_backbone=True)
     with torch.device("meta"):
         model = build_model(counted)
     model.eval()

@@ -20,15 +20,20 @@ class JointMotionAttention(nn.Module):
         attended_motion = motion + softmax(q_m k_j^T / sqrt(d)) v_j
         attended_joint  = joint  + softmax(q_j k_m^T / sqrt(d)) v_m
 
-    over tokens that are the H*W pixels, in ``heads`` heads of d = C / heads channels.  ``pool`` > 1
+    over tokens that are the H*W pixels, in ``heads`` heads of d = C / heads channels (``axis="pixel"``),
+    or, with ``axis="channel"``, over tokens that are the C / heads channels of each head, each an
+    H*W-vector (d = H*W, scaled by 1/sqrt(H*W)): the channel attention of the JM-Pose authors' related
+    code (docs/FIDELITY.md); the op's GPU kernels take d <= 128 and larger d falls back to a backend
+    that supports it (see the op).  ``pool`` > 1
     attends between the average-pooled maps (``pool`` x ``pool``, ceil mode) and adds the attention
     output, upsampled bilinearly, to the full-size maps (an option for speed on the CPU).  The
     projections are initialised like ``nn.Conv2d``; ``backend`` is passed to the op (None: the fastest
     live backend for the device, dtype and head dim).  Differentiable once (see the op).
     """
 
-    def __init__(self, channels: int, heads: int = 1, pool: int = 1, *, backend: str | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, channels: int, heads: int = 1, pool: int = 1, *, axis: str = "pixel",
+                 backend: str | None = None, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         name = type(self).__name__
         for what, value in (("channels", channels), ("heads", heads), ("pool", pool)):
@@ -36,7 +41,10 @@ class JointMotionAttention(nn.Module):
                 raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
         if channels % heads:
             raise ValueError(f"{name}: channels ({channels}) must be divisible by heads ({heads})")
+        if axis not in ("pixel", "channel"):
+            raise ValueError(f"{name}: axis must be 'pixel' or 'channel', got {axis!r}")
         self.channels = channels
+        self.axis = axis
         self.heads = heads
         self.pool = pool
         self.backend = backend
@@ -45,13 +53,18 @@ class JointMotionAttention(nn.Module):
         self.joint_qkv = nn.Conv2d(channels, 3 * channels, 1, **factory)
 
     def _tokens(self, maps: Tensor) -> Tensor:
-        """[B, C, h, w] -> [B, heads, h*w, C/heads]."""
+        """[B, C, h, w] -> pixel tokens [B, heads, h*w, C/heads] or channel tokens [B, heads, C/heads, h*w]."""
         batch, channels = maps.shape[0], maps.shape[1]
-        return maps.reshape(batch, self.heads, channels // self.heads, -1).transpose(-1, -2)
+        tokens = maps.reshape(batch, self.heads, channels // self.heads, -1)
+        if self.axis == "channel":
+            return tokens
+        return tokens.transpose(-1, -2)
 
     def _maps(self, tokens: Tensor, height: int, width: int) -> Tensor:
-        batch, heads, dim = tokens.shape[0], tokens.shape[1], tokens.shape[3]
-        return tokens.transpose(-1, -2).reshape(batch, heads * dim, height, width)
+        if self.axis == "pixel":
+            tokens = tokens.transpose(-1, -2)
+        batch, heads, dim = tokens.shape[0], tokens.shape[1], tokens.shape[2]
+        return tokens.reshape(batch, heads * dim, height, width)
 
     def attend(self, q_m: Tensor, k_m: Tensor, v_m: Tensor, q_j: Tensor, k_j: Tensor, v_j: Tensor,
                res_m: Tensor | None, res_j: Tensor | None, scale: float) -> tuple[Tensor, Tensor]:
@@ -86,6 +99,8 @@ class JointMotionAttention(nn.Module):
 
     def extra_repr(self) -> str:
         text = f"{self.channels}, heads={self.heads}"
+        if self.axis != "pixel":
+            text += f", axis={self.axis!r}"
         if self.pool != 1:
             text += f", pool={self.pool}"
         if self.backend is not None:

@@ -17,8 +17,10 @@ def _single_thread(single_thread):
 
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory) -> Path:
-    """The output folder of ``jmipose demo --quick`` (through the command line, one thread)."""
+    """The output folder of ``jmipose demo --quick --paper-recipe --ablation`` (through the command line,
+    one thread; the two opt-in parts add a few seconds)."""
     out = tmp_path_factory.mktemp("quick_demo")
     with set_torch_threads(1):  # the command sets one thread; the session's count is restored after it
-        assert cli(["demo", "--quick", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+        assert cli(["demo", "--quick", "--out", str(out), "--no-progress", "--threads", "1", "--paper-recipe",
+                    "--ablation"]) == 0
     return out

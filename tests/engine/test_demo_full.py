@@ -1,4 +1,4 @@
-"""The full ``jmipose demo`` (opt-in, marker slow: about 9 minutes per seed on 2 cores): JM-Pose beats
+"""The full ``jmipose demo`` (opt-in, marker slow: about 5 minutes per seed on 2 cores): JM-Pose beats
 the single-frame baseline by at least 3 AP Total on the validation frames, and by more on the hard
 frames, for every seed in ``JMIPOSE_DEMO_SEEDS`` (default ``0,1,2``, the seeds the README reports)."""
 

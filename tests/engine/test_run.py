@@ -18,9 +18,11 @@ def tiny_config(shared_data, tmp_path):
     # Only frame 0 of each sequence is on disk: a window of earlier frames clamps to the key frame.
     return {
         "name": "tiny", "output_dir": str(tmp_path / "run"),
-        "model": {"variant": "jmi", "backbone": "tiny", "num_frames": 3, "key_index": 2, "channels": 8},
+        "model": {"variant": "jmi", "backbone": "tiny", "num_frames": 3, "key_index": 2, "channels": 8,
+                  "allow_random_backbone": True},
         "data": {"root": str(shared_data / "posetrack18"), "train_annotations": "annotations/val",
-                 "val_annotations": "annotations/val", "window": [-2, -1], "image_size": [64, 64]},
+                 "val_annotations": "annotations/val", "val_boxes": "gt", "window": [-2, -1],
+                 "image_size": [64, 64]},
         "train": {"epochs": 1, "batch_size": 8, "num_workers": 0, "progress": False, "lr": 1e-3},
         "eval": {"batch_size": 8, "num_workers": 0},
     }
@@ -63,7 +65,25 @@ def test_train_and_eval_command_lines(tiny_config, tmp_path, capsys):
     assert cli(["train", str(config_file), "--output-dir", str(tmp_path / "cli"), "--resume"]) == 0
     assert cli(["eval", str(config_file), "--checkpoint", str(tmp_path / "cli" / "checkpoints" / "last"),
                 "--out", str(tmp_path / "cli-eval")]) == 0
-    assert "| Head | Shoulder |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| Head | Shoulder |" in out
+    assert "person boxes: ground-truth person boxes (data.val_boxes: gt): not comparable" in out
+    assert json.loads((tmp_path / "cli-eval" / "ap.json").read_text())["boxes"].startswith("ground-truth")
+
+
+def test_evaluation_needs_the_boxes_named(tiny_config, tmp_path, shared_data):
+    config = {**tiny_config, "data": {**tiny_config["data"], "val_boxes": None}}
+    with pytest.raises(ValueError, match="data.val_boxes is not set"):
+        train(config)
+    assert not (tmp_path / "run").exists()  # refused before any training
+    train({**config, "train": {**config["train"], "val_every": 0}})  # no validation: no boxes needed
+    with pytest.raises(ValueError, match="data.val_boxes is not set"):
+        evaluate(config, tmp_path / "run" / "checkpoints" / "last", progress=False)
+    detections = shared_data / "posetrack18" / "annotations" / "test_posetrack18_human_detections.json"
+    detected = {**config, "data": {**config["data"], "val_boxes": str(detections)}}
+    scores = evaluate(detected, tmp_path / "run" / "checkpoints" / "last", out_dir=tmp_path / "det",
+                      progress=False)
+    assert scores["boxes"] == f"detector boxes from {detections}"
 
 
 def test_eval_without_weights_is_refused(tiny_config):

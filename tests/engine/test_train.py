@@ -259,6 +259,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "train_log.csv")))
     # 21 samples over 2 ranks, batch 5: rank 0 has 11 (3 batches), rank 1 has 10 (2, then joins)
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    # the loss terms' gradient norms are measured (on rank 0) without disturbing DDP's reduction
+    assert all(float(r["grad_norm_heatmap"]) > 0 and float(r["grad_norm_aux"]) > 0 for r in rows)
     _, training, _ = load_generation(tmp_path / "ddp" / "checkpoints", "last")
     assert training["world_size"] == 2 and training["global_step"] == 3
     assert time.perf_counter() - started < 180
@@ -309,3 +311,69 @@ def test_sigkill_at_random_points_of_steps_several_times_resumes_to_the_same_wei
     resumed.fit(resume=True)
     assert kills == 4
     assert weights_digest(resumed.model) == weights_digest(reference.model)
+
+
+def test_logged_gradient_norms_equal_autograd(tmp_path, monkeypatch):
+    """The loss terms' gradient norms in the CSV log and TensorBoard are those of a direct
+    torch.autograd.grad on the same graph, at the first step and then every grad_norm_every steps."""
+    from jmipose.engine import runlog
+    from jmipose.engine.train import Trainer
+    from tests.engine.toy import ToyPose, ToySet, toy_config
+
+    scalars = []
+    monkeypatch.setattr(runlog.TensorBoard, "scalars",
+                        lambda self, prefix, values, step: scalars.append((prefix, dict(values), step)))
+    torch.manual_seed(0)
+    model = ToyPose()
+    params = [p for p in model.parameters() if p.requires_grad]
+    direct = []
+
+    def norm(term):  # the aux term reaches the head only: other parameters have no gradient (zero)
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        return float(torch.sqrt(sum(g.double().pow(2).sum() for g in grads if g is not None)))
+
+    def loss_fn(output, batch):
+        mse = ((output.heatmaps - batch["heatmaps"]) ** 2).mean()
+        aux = 2 * output.aux_loss
+        direct.append((norm(mse), norm(aux)))
+        return mse + aux, {"heatmap_loss": mse.detach(), "aux_loss": output.aux_loss.detach()}, \
+            {"heatmap": mse, "aux": aux}
+
+    cfg = toy_config(epochs=1, log_every=2, grad_norm_every=3, checkpoint_every=0, val_every=0)
+    Trainer(model, ToySet(24), cfg, tmp_path / "run", loss_fn=loss_fn, plot=False).fit()  # 6 steps
+    rows = list(csv.DictReader(open(tmp_path / "run" / "train_log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 4, 6]  # the first step, then every log_every
+    measured = {1: direct[0], 3: direct[2], 6: direct[5]}  # step 1, then every grad_norm_every
+    logged = {int(r["step"]): r for r in rows if r["grad_norm_heatmap"]}
+    # a window logs the last measurement made in it: step 3's in the row of step 4
+    assert sorted(logged) == [1, 4, 6]
+    for row_step, step in ((1, 1), (4, 3), (6, 6)):
+        heatmap, aux = measured[step]
+        row = logged[row_step]
+        assert float(row["grad_norm_heatmap"]) == pytest.approx(heatmap, rel=1e-5)
+        assert float(row["grad_norm_aux"]) == pytest.approx(aux, rel=1e-5)
+        assert float(row["grad_ratio_aux"]) == pytest.approx(aux / heatmap, rel=1e-5)
+        board = next(values for prefix, values, s in scalars if prefix == "train" and s == row_step)
+        assert board["grad_norm_heatmap"] == pytest.approx(heatmap, rel=1e-12)
+        assert board["grad_ratio_aux"] == pytest.approx(aux / heatmap, rel=1e-12)
+
+
+def test_gradient_norms_do_not_change_training(tmp_path):
+    """Measuring the terms' gradients leaves the update alone: same weights with and without."""
+    from jmipose.engine.train import Trainer
+    from tests.engine.toy import ToyPose, ToySet, toy_config
+
+    digests = []
+    for every in (1, 0):
+        torch.manual_seed(0)
+        model = ToyPose()
+
+        def loss_fn(output, batch):
+            mse = ((output.heatmaps - batch["heatmaps"]) ** 2).mean()
+            aux = 2 * output.aux_loss
+            return mse + aux, {"heatmap_loss": mse.detach()}, {"heatmap": mse, "aux": aux}
+
+        cfg = toy_config(epochs=1, log_every=1, grad_norm_every=every, checkpoint_every=0, val_every=0)
+        Trainer(model, ToySet(12), cfg, tmp_path / f"run{every}", loss_fn=loss_fn, plot=False).fit()
+        digests.append(weights_digest(model))
+    assert digests[0] == digests[1]

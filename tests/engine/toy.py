@@ -77,8 +77,11 @@ class ToySet(torch.utils.data.Dataset):
 
 
 def toy_loss(output, batch):
+    """The real loss's shape: total, logged parts, and the weighted terms whose gradient norms are logged."""
     mse = ((output.heatmaps - batch["heatmaps"]) ** 2).mean()
-    return mse + 2 * output.aux_loss, {"heatmap_loss": mse.detach(), "aux_loss": output.aux_loss.detach()}
+    aux = 2 * output.aux_loss
+    return mse + aux, {"heatmap_loss": mse.detach(), "aux_loss": output.aux_loss.detach()}, \
+        {"heatmap": mse, "aux": aux}
 
 
 def toy_config(**overrides) -> TrainConfig:

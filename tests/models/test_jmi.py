@@ -24,17 +24,24 @@ CONFIGS = {
     "jm_no_interaction": {"variant": "jm", "use_interaction": False},
     "jm_no_aux": {"variant": "jm", "use_aux": False},
     "jmi_options": {"heads": 2, "attention_pool": 2, "offset_groups": 2, "channels": 16,
-                    "heatmap_residual": True, "residual_gate": True, "mi_proxy": "neg_kl", "stages": [1, 3]},
+                    "heatmap_residual": True, "residual_gate": True, "aux_estimator": "neg_kl", "stages": [1, 3]},
     "jm_options": {"variant": "jm", "stages": [2, 4], "split_sides": False, "num_blocks": 2, "heads": 4,
                    "gather_dilation": 1},
     "jm_three_frames_key_first": {"variant": "jm", "num_frames": 3, "key_index": 0,
                                   "heatmap_offsets": [0, 1, 2]},
+    # the choices of the shipped PoseTrack configs (the authors' code), offset groups scaled to width 32
+    "jmi_authors": {"stage1_source": "transition1", "attention_axis": "channel", "gate_conv": False,
+                    "offset_groups": 8, "gather_dilation": 1, "mask_activation": "none",
+                    "aux_estimator": "official"},
+    "jm_channel_exp_neg_kl": {"variant": "jm", "attention_axis": "channel", "attention_pool": 2, "heads": 2,
+                              "aux_estimator": "exp_neg_kl", "num_blocks": 2},
 }
 
 
 def make(name: str, **overrides) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model({"backbone": "tiny", **CONFIGS[name], **overrides})
+    # a random frozen backbone on purpose (the He re-initialisation below stands in for trained weights)
+    model = build_model({"backbone": "tiny", "allow_random_backbone": True, **CONFIGS[name], **overrides})
     # HRNet's N(0, 0.001) initialisation makes features ~1e-10, far below the head's conv biases; a
     # trained backbone gives O(1) features, which He initialisation imitates.
     for module in model.backbone.modules():
@@ -112,7 +119,7 @@ def test_unfrozen_backbone_trains_too():
     assert all(p.grad is not None for p in model.backbone.parameters())
 
 
-@pytest.mark.parametrize("name", ["jmi_options", "jm"])
+@pytest.mark.parametrize("name", ["jmi_options", "jm", "jmi_authors", "jm_channel_exp_neg_kl"])
 def test_kernel_path_matches_eager_path(name):
     """use_kernels=True (jmipose.ops' default backends) against use_kernels=False (eager references),
     same weights: outputs and every gradient."""
@@ -220,10 +227,16 @@ def test_bad_frames_are_named(name, frames, message):
     ({"residual_gate": True}, "residual_gate"),
     ({"num_frames": 1, "key_index": 0}, "at least 2"),
     ({"colour": "blue"}, "unknown keys"),
+    ({"aux_estimator": "kl"}, "aux_estimator"),
+    ({"attention_axis": "time"}, "attention_axis"),
+    ({"stage1_source": "stem"}, "stage1_source"),
+    ({"mask_activation": "relu"}, "mask_activation"),
+    ({"gate_conv": "no"}, "gate_conv"),
+    ({"offset_groups": 12}, "divisible by offset_groups"),   # the authors' 12 groups need width 48
 ])
 def test_bad_config_is_named(values, message):
     with pytest.raises(ValueError, match=message):
-        build_model({"backbone": "tiny", **values})
+        build_model({"backbone": "tiny", "allow_random_backbone": True, **values})
 
 
 def test_config_round_trip_and_variant_defaults():
@@ -232,5 +245,177 @@ def test_config_round_trip_and_variant_defaults():
     assert config.aux_objective == "orthogonality" and config.freeze_backbone
     again = ModelConfig.from_dict(config.to_dict()).resolved()
     assert again == config
+    # configs written before aux_estimator named the estimator mi_proxy (checkpoints keep loading)
+    legacy = {k: v for k, v in config.to_dict().items() if k != "aux_estimator"}
+    assert ModelConfig.from_dict({**legacy, "mi_proxy": "neg_kl"}).aux_estimator == "neg_kl"
     assert ModelConfig(variant="baseline").resolved().freeze_backbone is False
     assert ModelConfig().resolved().stages == [1, 2, 3, 4]
+
+
+# ----- the interaction block's and the CJL's options, each through its op -----
+
+def _float64_block_reference(block, motion, joint):
+    """The interaction block recomputed in float64 with plain torch: 1x1 projections, tokens per
+    ``block.axis``, both softmax attentions with the residuals, gates (sigmoid of the concatenation,
+    after the gate conv when there is one)."""
+    def project(conv, x):
+        weight, bias = conv.weight[:, :, 0, 0].double(), conv.bias.double()
+        return torch.einsum("oc,bchw->bohw", weight, x) + bias[None, :, None, None]
+
+    def tokens(x):
+        b, c = x.shape[:2]
+        t = x.reshape(b, block.heads, c // block.heads, -1)
+        return t if block.axis == "channel" else t.transpose(-1, -2)
+
+    def maps(t, like):
+        if block.axis == "pixel":
+            t = t.transpose(-1, -2)
+        return t.reshape(like.shape)
+
+    q_m, k_m, v_m = (tokens(t) for t in project(block.motion_qkv, motion).chunk(3, dim=1))
+    q_j, k_j, v_j = (tokens(t) for t in project(block.joint_qkv, joint).chunk(3, dim=1))
+    scale = q_m.shape[-1] ** -0.5
+    a_m = maps(tokens(motion) + torch.softmax(q_m @ k_j.transpose(-1, -2) * scale, -1) @ v_j, motion)
+    a_j = maps(tokens(joint) + torch.softmax(q_j @ k_m.transpose(-1, -2) * scale, -1) @ v_m, joint)
+    both = torch.cat([a_m, a_j], dim=1)
+    gates = torch.sigmoid(both if block.gate is None else project(block.gate, both))
+    g_m, g_j = gates.chunk(2, dim=1)
+    return g_m * a_m, g_j * a_j
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("axis, gate_conv", [("channel", False), ("channel", True), ("pixel", False)])
+def test_interaction_block_options_through_op_b(monkeypatch, backend, axis, gate_conv):
+    """attention_axis and gate_conv: the block calls jmipose.ops.joint_motion_attention (forced to one
+    backend) with tokens of the right axis, and matches a float64 recomputation."""
+    from jmipose import ops
+    from jmipose.models.jmi import InteractionBlock
+
+    if backend == "cpp" and not ops.backends()["cpp"].live:
+        pytest.skip("the cpp backend is not built here")
+    calls = []
+    real = ops.joint_motion_attention
+
+    def spy(*args, **kwargs):
+        calls.append((args[0].shape, kwargs["scale"]))
+        return real(*args, **kwargs, backend=backend)
+
+    monkeypatch.setattr(ops, "joint_motion_attention", spy)
+    torch.manual_seed(0)
+    block = InteractionBlock(8, heads=2, axis=axis, gate_conv=gate_conv).double()
+    for conv in (block.motion_qkv, block.joint_qkv):  # attention far from uniform
+        torch.nn.init.normal_(conv.weight, std=0.7)
+    motion, joint = torch.randn(2, 8, 4, 3, dtype=torch.float64), torch.randn(2, 8, 4, 3, dtype=torch.float64)
+    out_m, out_j = block(motion, joint)
+    expected_shape = (2, 2, 4, 12) if axis == "channel" else (2, 2, 12, 4)  # [B, heads, tokens, d]
+    assert calls == [(expected_shape, expected_shape[-1] ** -0.5)]
+    ref_m, ref_j = _float64_block_reference(block, motion, joint)
+    torch.testing.assert_close(out_m, ref_m, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out_j, ref_j, rtol=1e-10, atol=1e-12)
+    assert (block.gate is not None) == gate_conv
+    assert sum(p.numel() for p in block.parameters()) == 2 * (8 * 24 + 24) + gate_conv * (16 * 16 + 16)
+
+
+def test_channel_attention_runs_the_authors_head_dimension_through_op_b():
+    """The W48 shape: 48 channel tokens of dimension 96*72 = 6912, past the GPU kernels' head dims; the
+    C++ backend takes it directly (checked against the reference)."""
+    from jmipose import ops
+
+    if not ops.backends()["cpp"].live:
+        pytest.skip("the cpp backend is not built here")
+    generator = torch.Generator().manual_seed(3)
+    args = [torch.randn(1, 1, 48, 96 * 72, generator=generator) for _ in range(6)]
+    cpp = ops.joint_motion_attention(*args, scale=(96 * 72) ** -0.5, backend="cpp")
+    reference = ops.joint_motion_attention(*args, scale=(96 * 72) ** -0.5, backend="reference")
+    for got, want in zip(cpp, reference):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_cjl_offset_groups_and_raw_masks_through_op_a(monkeypatch):
+    """offset_groups and mask_activation reach op A: 2 * groups * taps offset channels, groups * taps
+    mask channels, masks the raw conv output (the authors' related code) or its sigmoid (DCNv2)."""
+    from jmipose import ops
+
+    seen = []
+    real = ops.joint_region_gather
+
+    def spy(*args, **kwargs):
+        seen.append((args[1], args[7]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "joint_region_gather", spy)
+    for activation in ("none", "sigmoid"):
+        model = make("jmi", offset_groups=8, mask_activation=activation, gather_dilation=1, stages=[4]).eval()
+        learner = model.branches[0].joint_learner
+        guide = {}
+        learner.mask_conv.register_forward_hook(lambda module, inputs, output: guide.update(masks=output))
+        seen.clear()
+        with torch.no_grad():
+            model(frames_for(model))
+        offsets, masks = seen[0]
+        assert offsets.shape[1] == 2 * 8 * 9 and masks.shape[1] == 8 * 9
+        expected = guide["masks"] if activation == "none" else torch.sigmoid(guide["masks"])
+        torch.testing.assert_close(masks, expected)
+        assert learner.dilation == 1
+
+
+def test_stage1_source_transition1_is_the_authors_48_channel_feature():
+    torch.manual_seed(0)
+    model = make("jmi", stage1_source="transition1", stages=[1]).eval()
+    backbone = model.backbone
+    frames = torch.randn(3, 3, 64, 32)
+    with torch.no_grad():
+        _, features = model.backbone_features(frames)
+        layer1 = backbone.layer1(backbone.relu(backbone.bn2(backbone.conv2(backbone.relu(backbone.bn1(
+            backbone.conv1(frames)))))))
+        expected = backbone.transition1[0](layer1)
+    assert features[0].shape[1] == backbone.width == backbone.stage_channels("transition1")[0]
+    torch.testing.assert_close(features[0], expected)
+    assert backbone.stage_channels("layer1")[0] == 64  # the tiny HRNet's layer1: 16 planes x 4
+    assert model.branches[0].motions[0].encoders[0][0].in_channels == 4 * backbone.width
+
+
+# ----- the frozen backbone must come with weights -----
+
+def test_a_frozen_backbone_needs_weights(tmp_path):
+    from jmipose.models import build_hrnet, load_model, save_model
+
+    with pytest.raises(ValueError, match="backbone_weights is not set") as error:
+        build_model({"variant": "jm", "backbone": "tiny"})
+    assert "allow_random_backbone" in str(error.value)
+    assert build_model({"variant": "jm", "backbone": "tiny", "freeze_backbone": False})  # trained: fine
+    assert build_model({"variant": "baseline", "backbone": "tiny"})                     # trains its own
+    # the explicit path: a backbone whose weights the caller provides (the demo's stage 2)
+    torch.manual_seed(0)
+    trained = build_hrnet("tiny")
+    model = build_model({"variant": "jm", "backbone": "tiny"}, backbone=trained)
+    assert model.backbone is trained and trained.frozen
+    with pytest.raises(ValueError, match="not a 'w32' HRNet"):
+        build_model({"variant": "jm", "backbone": "w32"}, backbone=build_hrnet("tiny"))
+    with pytest.raises(TypeError, match="PoseHighResolutionNet"):
+        build_model({"variant": "jm", "backbone": "tiny"}, backbone=torch.nn.Conv2d(1, 1, 1))
+    # a checkpoint holds its backbone: loading one needs no backbone_weights (and takes none)
+    save_model(tmp_path / "frozen", model)
+    with pytest.raises(ValueError, match="backbone_weights cannot be overridden"):
+        load_model(tmp_path / "frozen", backbone_weights=str(tmp_path / "other.safetensors"))
+    again = load_model(tmp_path / "frozen")
+    assert again.backbone.frozen and again.config.backbone_weights is None
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[key], value)
+
+
+def test_freeze_batchnorm_false_keeps_the_authors_training_mode_batchnorm():
+    """freeze_batchnorm=False: no gradients reach the backbone, but its BatchNorm follows model.train()
+    (batch statistics, running averages updated), as in the authors' code; True keeps eval mode."""
+    frames = frames_for(make("jmi"))
+    for keep_eval in (True, False):
+        model = make("jmi", freeze_batchnorm=keep_eval, stages=[4])
+        norm = model.backbone.bn1
+        before = norm.running_mean.clone()
+        model.train()
+        assert model.backbone.training is not keep_eval and norm.training is not keep_eval
+        _forward_backward(model, frames)
+        assert torch.equal(norm.running_mean, before) is keep_eval
+        assert all(p.grad is None and not p.requires_grad for p in model.backbone.parameters())
+        model.eval()
+        assert not norm.training

@@ -40,10 +40,15 @@ def test_op_formulas_agree_with_the_counter_on_the_references():
     channels = 32  # the tiny HRNet's width
     assert formula == {"joint_region_gather": 2 * 2 * channels * channels * 9 * 16 * 8,
                        "joint_motion_attention": 3 * 8 * 2 * tokens * tokens * channels}
+    # channel attention: per head, C/heads tokens of dimension h*w
+    config = ModelConfig(variant="jm", backbone="tiny", num_blocks=3, attention_pool=2, attention_axis="channel",
+                         heads=2).resolved()
+    assert op_flops(config, (64, 32), batch_size=2)["joint_motion_attention"] == \
+        3 * 8 * 2 * 2 * (channels // 2) * (channels // 2) * tokens
 
 
 def test_describe_counts_parameters_and_flops():
-    config = {"variant": "jmi", "backbone": "tiny"}
+    config = {"variant": "jmi", "backbone": "tiny", "allow_random_backbone": True}
     info = describe(config, input_size=(64, 32), batch_size=2)
     model = build_model(config)
     assert info["params"] == sum(p.numel() for p in model.parameters())

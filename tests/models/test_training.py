@@ -72,7 +72,7 @@ def test_default_tiny_variants_overfit_one_clip(variant):
 
 def _compiled_matches_eager(backend: str, variant: str, backward: bool) -> None:
     torch.manual_seed(0)
-    model = build_model({"variant": variant, "backbone": "tiny", "num_blocks": 1})
+    model = build_model({"variant": variant, "backbone": "tiny", "num_blocks": 1, "allow_random_backbone": True})
     frames = torch.randn(1, 5, 3, 32, 32)
     eager = model(frames)
     compiled = torch.compile(model, backend=backend, fullgraph=True)(frames)
@@ -103,7 +103,8 @@ def test_ddp_without_find_unused_parameters(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         torch.manual_seed(0)
-        model = DistributedDataParallel(build_model({"variant": "jmi", "backbone": "tiny", "stages": [1, 4]}),
+        model = DistributedDataParallel(build_model({"variant": "jmi", "backbone": "tiny", "stages": [1, 4],
+                                                     "allow_random_backbone": True}),
                                         find_unused_parameters=False)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
         frames, target = moving_blobs_clip(32)
@@ -118,7 +119,8 @@ def test_ddp_without_find_unused_parameters(tmp_path):
 
 def _autocast_run(device: str, variant: str) -> None:
     torch.manual_seed(0)
-    model = build_model({"variant": variant, "backbone": "tiny", "num_blocks": 1}).to(device)
+    model = build_model({"variant": variant, "backbone": "tiny", "num_blocks": 1,
+                         "allow_random_backbone": True}).to(device)
     for module in model.backbone.modules():  # O(1) features, as from a trained backbone
         if isinstance(module, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
