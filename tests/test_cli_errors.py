@@ -29,7 +29,8 @@ from jmipose.cli import main as cli
 DETECTIONS = "posetrack18/annotations/test_posetrack18_human_detections.json"
 CLIP = "posetrack18/videos/000001_mpiinew_test"          # 5 real frames, 1280x720, as JPEGs and an mp4
 FRAME_3418 = "posetrack18/images/val/003418_mpii_test/000000.jpg"   # 1920x1080, sequence 3418 frame 0
-TINY_MODEL = {"variant": "jmi", "backbone": "tiny", "channels": 8, "num_frames": 5, "key_index": 2}
+TINY_MODEL = {"variant": "jmi", "backbone": "tiny", "channels": 8, "num_frames": 5, "key_index": 2,
+              "allow_random_backbone": True}
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models (tests/conftest.py)
@@ -134,7 +135,7 @@ def _deep_yaml(tmp: Path, ckpt: Path, data: Path) -> None:
 
 MP4 = "{data}/" + CLIP + "/000001_mpiinew_test.mp4"
 PREDICT = ["predict", MP4, "--checkpoint", "{ckpt}", "--no-progress", "--out", "{tmp}/out"]
-NODATA = "model: {backbone: tiny}\ndata: {root: %s}\n"
+NODATA = "model: {backbone: tiny, allow_random_backbone: true}\ndata: {root: %s, val_boxes: gt}\n"
 
 PROBES = [
     # item 1: detections of other sequences
@@ -426,7 +427,8 @@ def test_a_second_run_into_a_locked_output_folder_refuses(shared_data, tmp_path,
 
     config = {"model": TINY_MODEL | {"num_frames": 3}, "output_dir": str(tmp_path / "run"),
               "data": {"root": str(shared_data / "posetrack18"), "train_annotations": "annotations/val",
-                       "val_annotations": "annotations/val", "window": [-2, -1], "image_size": [64, 64]},
+                       "val_annotations": "annotations/val", "val_boxes": "gt", "window": [-2, -1],
+                       "image_size": [64, 64]},
               "train": {"epochs": 1, "num_workers": 0, "progress": False}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     holder = _holder(tmp_path / "run")

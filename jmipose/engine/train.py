@@ -473,13 +473,14 @@ def train(config, overrides=(), *, resume: bool = False, progress: bool | None =
     from jmipose.config import load_config, to_dict
     from jmipose.data import build_dataset
     from jmipose.engine.distributed import cleanup, init_distributed
-    from jmipose.models import build_model
-
     from jmipose.fileio import check_output_dir
+    from jmipose.models import build_model
 
     config = load_config(config, overrides)
     if progress is not None:
         config.train.progress = progress
+    if config.train.val_every:
+        config.data.require_boxes("val")  # refused before the output folder is touched
     if int(os.environ.get("RANK", "0")) == 0:
         check_output_dir(config.output_dir, "output_dir")  # a file, or a path under a file, fails now
     info = init_distributed(config.train.device)

@@ -8,6 +8,8 @@ import copy
 import pytest
 import torch
 
+import jmipose.nn.joint_motion_attention
+
 from jmipose.models import JointMotionPose, ModelConfig, PoseOutput, SingleFramePose, build_model, pose_loss
 
 # Tiny HRNet, frames 64x32 -> heatmaps and stage features 16x8 (N = 128 tokens).
@@ -298,9 +300,10 @@ def test_interaction_block_options_through_op_b(monkeypatch, backend, axis, gate
 
     def spy(*args, **kwargs):
         calls.append((args[0].shape, kwargs["scale"]))
-        return real(*args, **kwargs, backend=backend)
+        return real(*args, **{**kwargs, "backend": backend})
 
-    monkeypatch.setattr(ops, "joint_motion_attention", spy)
+    # the layer reaches the op through jmipose.nn.JointMotionAttention, which imports the public op
+    monkeypatch.setattr(jmipose.nn.joint_motion_attention, "joint_motion_attention", spy)
     torch.manual_seed(0)
     block = InteractionBlock(8, heads=2, axis=axis, gate_conv=gate_conv).double()
     for conv in (block.motion_qkv, block.joint_qkv):  # attention far from uniform
@@ -356,7 +359,7 @@ def test_cjl_offset_groups_and_raw_masks_through_op_a(monkeypatch):
         assert offsets.shape[1] == 2 * 8 * 9 and masks.shape[1] == 8 * 9
         expected = guide["masks"] if activation == "none" else torch.sigmoid(guide["masks"])
         torch.testing.assert_close(masks, expected)
-        assert learner.dilation == 1
+        assert learner.dilation == (1, 1)  # JointRegionGather keeps (dh, dw)
 
 
 def test_stage1_source_transition1_is_the_authors_48_channel_feature():

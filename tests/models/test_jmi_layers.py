@@ -16,7 +16,7 @@ from jmipose.nn import JointMotionAttention, JointRegionGather
 
 def test_layers_are_the_nn_modules_with_their_old_keys():
     torch.manual_seed(0)
-    model = build_model({"backbone": "tiny", "variant": "jm", "num_blocks": 2})
+    model = build_model({"backbone": "tiny", "variant": "jm", "num_blocks": 2, "allow_random_backbone": True})
     branch = model.branches[0]
     assert isinstance(branch.joint_learner, JointRegionGather)
     assert all(isinstance(block, JointMotionAttention) for block in branch.interactions)
