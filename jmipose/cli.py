@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 DEBUG_ENV = "JMIPOSE_DEBUG"
 USAGE_ERROR = 2      # exit code of a user's mistake (argparse uses 2 for usage errors too)
 INTERRUPTED = 130    # 128 + SIGINT, as shells report it
+BROKEN_PIPE = 141    # 128 + SIGPIPE: the reader of stdout left (`jmipose ... | head`)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,7 +124,16 @@ def run_command(name: str, function, args: argparse.Namespace, debug: bool = Fal
     """``function(args)`` under the error contract of the module docstring; its exit code."""
     debug = debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
     try:
-        return int(function(args) or 0)
+        code = int(function(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `jmipose ... | head`: the reader left; stop quietly, as other command-line tools do (the rest
+        # of stdout goes nowhere, so Python's exit-time flush cannot raise again)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()

@@ -330,6 +330,22 @@ def test_ctrl_c_is_one_line_and_130(monkeypatch, capsys):
     assert capsys.readouterr().err == "jmipose info: interrupted\n"
 
 
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
+    """`jmipose ... | head`: a broken pipe on stdout is exit 141 (128 + SIGPIPE) with nothing on
+    stderr, not a BrokenPipeError traceback (the command prints 4 MB, far past a pipe's buffer)."""
+    script = ("import sys, jmipose.info\n"
+              "from jmipose.cli import main\n"
+              "jmipose.info.main = lambda args: print('x' * (1 << 22))\n"
+              "sys.exit(main(['info']))\n")
+    reader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              cwd=tmp_path)
+    assert reader.stdout.read(10) == b"xxxxxxxxxx"
+    reader.stdout.close()              # the reader leaves, as `head -c 10` does
+    code = reader.wait(timeout=120)
+    err = reader.stderr.read().decode()
+    assert code == 141 and err == "", (code, err)
+
+
 # ----- item 1: detections matched to the video's sequence -----
 
 def _boxes_of(path: Path, image_id: int, threshold: float) -> list[list[float]]:

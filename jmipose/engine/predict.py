@@ -481,6 +481,11 @@ def _sequence(text: str) -> int:
     return int(text)
 
 
+def _count(number: int, noun: str) -> str:
+    """``"1 frame"``, ``"5 frames"``."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def track_lines(tracks) -> list[str]:
     """The summary's lines about tracked people: frames, frames lost, and why each track ended."""
     lines = []
@@ -488,7 +493,7 @@ def track_lines(tracks) -> list[str]:
         lost = (f"lost {t['lost_frames']} of them (longest {t['longest_loss']} in a row; written with their low "
                 f"scores)" if t["lost_frames"] else "never lost")
         span = f"frames {t['first_frame']}-{t['last_frame']}" if t["frames"] else "never estimated"
-        lines.append(f"track {t['track_id']} ({t['source']}): {t['frames']} frames ({span}), {lost}; "
+        lines.append(f"track {t['track_id']} ({t['source']}): {_count(t['frames'], 'frame')} ({span}), {lost}; "
                      f"ended: {t['ended']}")
     return lines
 
@@ -532,8 +537,8 @@ def main(args: argparse.Namespace) -> int:
                  if weights.unused else ""))
     steady = summary["fps_after_first"]
     resumed = summary["resumed_from"]
-    print(f"{summary['frames']} frames, {summary['people']} poses"
-          + (f" ({resumed} frames from the interrupted run, {summary['estimated']} estimated now)"
+    print(f"{_count(summary['frames'], 'frame')}, {_count(summary['people'], 'pose')}"
+          + (f" ({_count(resumed, 'frame')} from the interrupted run, {summary['estimated']} estimated now)"
              if resumed else "")
           + f" in {summary['seconds']:.1f} s: {summary['fps']:.1f} frames/s"
           + (f", {steady:.1f} after the first frame" if steady else "")
@@ -541,8 +546,8 @@ def main(args: argparse.Namespace) -> int:
     if summary["detector_runs"]:
         per_run = 1000 * summary["detector_seconds"] / summary["detector_runs"]
         per_frame = 1000 * summary["detector_seconds"] / max(1, summary["estimated"])
-        print(f"detector: {summary['detector_runs']} runs, {per_run:.0f} ms each, {per_frame:.0f} ms per frame "
-              f"on average")
+        print(f"detector: {_count(summary['detector_runs'], 'run')}, {per_run:.0f} ms each, "
+              f"{per_frame:.0f} ms per frame on average")
     for line in track_lines(summary["tracks"]):
         print(line)
     for key in ("video", "json", "stream"):
