@@ -474,13 +474,15 @@ def train(config, overrides=(), *, resume: bool = False, progress: bool | None =
     from jmipose.data import build_dataset
     from jmipose.engine.distributed import cleanup, init_distributed
     from jmipose.fileio import check_output_dir
-    from jmipose.models import build_model
+    from jmipose.models import build_model, check_backbone_source
 
     config = load_config(config, overrides)
     if progress is not None:
         config.train.progress = progress
+    # the config's own mistakes are refused before the output folder is touched
+    check_backbone_source(config.model)
     if config.train.val_every:
-        config.data.require_boxes("val")  # refused before the output folder is touched
+        config.data.require_boxes("val")
     if int(os.environ.get("RANK", "0")) == 0:
         check_output_dir(config.output_dir, "output_dir")  # a file, or a path under a file, fails now
     info = init_distributed(config.train.device)

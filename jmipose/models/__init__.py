@@ -23,7 +23,7 @@ from jmipose.models.losses import AUX_LOSS_WEIGHT, PoseLoss, joint_mse_loss, pos
 from jmipose.models.summary import describe
 
 __all__ = ["AUX_LOSS_WEIGHT", "JointMotionPose", "ModelConfig", "PoseHighResolutionNet", "PoseLoss",
-           "PoseOutput", "SingleFramePose", "build_hrnet", "build_model", "describe", "hrnet_tiny",
+           "PoseOutput", "SingleFramePose", "build_hrnet", "build_model", "check_backbone_source", "describe", "hrnet_tiny",
            "hrnet_w32", "hrnet_w48",
            "joint_mse_loss", "load_hrnet_weights", "load_model", "pose_loss", "save_model"]
 
@@ -35,8 +35,11 @@ def as_model_config(config: ModelConfig | dict[str, Any]) -> ModelConfig:
     return ModelConfig.from_dict(config).resolved()
 
 
-def _check_backbone_source(config: ModelConfig, backbone: PoseHighResolutionNet | None) -> None:
-    """Where the backbone's weights come from (``build_model``'s docstring); a frozen backbone needs one."""
+def check_backbone_source(config: ModelConfig | dict[str, Any],
+                          backbone: PoseHighResolutionNet | None = None) -> None:
+    """Where the backbone's weights come from (``build_model``'s docstring); a frozen backbone needs one.
+    Cheap (nothing is built): ``train`` calls it before it touches the output folder."""
+    config = as_model_config(config)
     if backbone is not None:
         if config.backbone_weights:
             raise ValueError("build_model: give the backbone either as model.backbone_weights or as the "
@@ -91,7 +94,7 @@ def build_model(config: ModelConfig | dict[str, Any], *,
     from jmipose.resources import check_bytes
 
     config = as_model_config(config)
-    _check_backbone_source(config, backbone)
+    check_backbone_source(config, backbone)
     check_bytes(f"building the {config.variant} model on HRNet-{config.backbone} (channels={config.channels}, "
                 f"{config.num_joints} joints)", model_bytes(config))
     return _construct(config, backbone, load_weights=True)[0]
