@@ -251,10 +251,6 @@ class Config(ConfigSection):
     def __post_init__(self) -> None:
         if self.output_dir is None:
             self.output_dir = f"runs/{self.name}"
-        try:
-            self.model.resolved()  # validates the model section now, not when the model is built
-        except ValueError as e:
-            raise ConfigError(str(e).replace("model config: ", "config: model.", 1)) from None
         frames, key = len(self.data.window) + 1, sum(1 for offset in self.data.window if offset < 0)
         if (self.model.num_frames, self.model.key_index) != (frames, key):
             raise ConfigError(f"config: model.num_frames={self.model.num_frames} and model.key_index="
