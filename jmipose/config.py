@@ -6,6 +6,8 @@
 A config is ``Config(name, output_dir, seed, model, data, train, eval)``. ``load_config`` takes a YAML
 path or the name of a config shipped in ``jmipose/configs``. Unknown keys and values of the wrong type
 are errors that name the dotted key; a section may leave out any field (its default applies).
+``from_dict``, ``to_dict`` and ``ConfigError`` are those of ``jmipose._configbase``, the one
+machinery every config dataclass (these and the model and data sections) goes through.
 """
 
 from __future__ import annotations
@@ -21,121 +23,11 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from jmipose._configbase import ConfigError, ConfigSection, convert, fields_of, from_dict, to_dict
+from jmipose.data.config import DataConfig
+from jmipose.models.config import ModelConfig
+
 _NONE_WORDS = ("null", "none", "~", "")
-
-
-class ConfigError(ValueError):
-    """A config value or key that does not fit the schema; the message names the dotted key."""
-
-
-# ----- typed conversion of plain values (YAML or command line) into dataclass fields -----
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """``value`` (from YAML or an override) as type ``tp``; a ConfigError naming ``key`` if it does not
-    fit."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, option, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"config: {key} must be {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"config: {key} must be one of {list(args)}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"config: {key} is a section; give it a mapping, got {value!r}")
-        return from_dict(tp, value, key)
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config: {key} must be a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"config: {key} must have {len(args)} items, got {len(value)}")
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        items = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"config: {key} must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config: {key} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"config: {key} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"config: {key} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"config: {key} must be a string, got {value!r}")
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise ConfigError(f"config: {key}: cannot read {value!r} as {_type_name(tp)}")
-
-
-def _fields(cls: type) -> dict[str, Any]:
-    """Public fields of a dataclass and their resolved types."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
-
-
-def from_dict(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
-    """An instance of dataclass ``cls`` from a mapping; unknown keys and bad types name the dotted key."""
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"config: {where or cls.__name__} must be a mapping, got {values!r}")
-    known = _fields(cls)
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{where}.{name}" if where else str(name)
-        if name not in known:
-            scope = f" of {where!r}" if where else ""
-            raise ConfigError(f"config: unknown key {key!r}; known keys{scope}: {sorted(known)}")
-        kwargs[name] = _convert(value, known[name], key)
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"config: {where or cls.__name__}: {e}") from None
-
-
-def to_dict(obj: Any) -> Any:
-    """Plain dicts, lists and scalars (for YAML, JSON and checkpoints)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if f.init and not f.name.startswith("_")}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, Mapping):
-        return {str(k): to_dict(v) for k, v in obj.items()}
-    return obj
 
 
 # ----- dotted overrides -----
@@ -152,12 +44,12 @@ def _parse_override_value(raw: str, tp: Any, key: str) -> Any:
     if str in options and not isinstance(value, str) and not any(
             o is not str and _fits(value, o, key) for o in options if o is not type(None)):
         value = raw  # e.g. name=2024 for a string field
-    return _convert(value, tp, key)
+    return convert(value, tp, key)
 
 
 def _fits(value: Any, tp: Any, key: str) -> bool:
     try:
-        _convert(value, tp, key)
+        convert(value, tp, key)
         return True
     except ConfigError:
         return False
@@ -175,7 +67,7 @@ def override_mapping(cls: type, data: Mapping, overrides: Iterable[str]) -> dict
         parts = key.split(".")
         node, node_cls, where = data, cls, ""
         for depth, part in enumerate(parts):
-            known = _fields(node_cls)
+            known = fields_of(node_cls)
             if part not in known:
                 scope = f" of {where!r}" if where else ""
                 raise ConfigError(f"config: unknown key {'.'.join(parts[:depth + 1])!r} in override "
@@ -205,7 +97,7 @@ def apply_overrides(config: Any, overrides: Iterable[str]) -> Any:
 # ----- the training and evaluation sections -----
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigSection):
     """Training: AdamW and a multi-step schedule (defaults: lr 1e-4, wd 1e-4, 20 epochs, x0.1 at 5/10/15,
     the schedule the authors' JMI config writes; their scheduler does not read those keys, so the
     shipped PoseTrack configs set what their code runs: constant lr, torch's default weight decay 0.01,
@@ -259,7 +151,7 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ConfigSection):
     """Evaluation (defaults: the official JMI evaluation: shifted flip test, DARK, OKS-NMS 0.9).
 
     ``oks_nms``: OKS threshold (None: no NMS). ``in_vis_threshold``: joints above it make a person's
@@ -339,15 +231,11 @@ def read_yaml(source: str | Path) -> dict:
     return data
 
 
-
 # ----- the whole run -----
-
-from jmipose.data.config import DataConfig  # noqa: E402  (after the generic machinery they do not need)
-from jmipose.models.config import ModelConfig  # noqa: E402
 
 
 @dataclass
-class Config:
+class Config(ConfigSection):
     """A run: ``model`` (jmipose.models.ModelConfig), ``data`` (jmipose.data.DataConfig), ``train``,
     ``eval``; ``seed`` seeds the model's initialisation, the sampler and (mixed with ``data.seed``) the
     augmentation; ``output_dir`` defaults to ``runs/<name>``."""
@@ -363,10 +251,6 @@ class Config:
     def __post_init__(self) -> None:
         if self.output_dir is None:
             self.output_dir = f"runs/{self.name}"
-        try:
-            self.model.resolved()  # validates the model section now, not when the model is built
-        except ValueError as e:
-            raise ConfigError(str(e).replace("model config: ", "config: model.", 1)) from None
         frames, key = len(self.data.window) + 1, sum(1 for offset in self.data.window if offset < 0)
         if (self.model.num_frames, self.model.key_index) != (frames, key):
             raise ConfigError(f"config: model.num_frames={self.model.num_frames} and model.key_index="

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from jmipose._configbase import ConfigSection, from_dict
 from jmipose.data.transforms import AugmentConfig
 from jmipose.data.window import DEFAULT_WINDOW, normalize_window
 
@@ -24,7 +26,7 @@ def _pair(name: str, value) -> tuple[int, int]:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(ConfigSection):
     """Where the data is and how samples are made (defaults: the JMI PoseTrack setup, docs/FIDELITY.md;
     one default differs from the authors' code: joint weights are on here and off in their configs,
     which the shipped PoseTrack configs follow).
@@ -67,15 +69,15 @@ class DataConfig:
     seed: int = 0
     frame_cache_size: int | None = None
 
+    error_label = "DataConfig."
+
     def __post_init__(self) -> None:
         self.window = normalize_window(self.window)
         self.image_size = _pair("image_size", self.image_size)
         self.heatmap_size = (self.image_size[0] // 4, self.image_size[1] // 4) if self.heatmap_size is None \
             else _pair("heatmap_size", self.heatmap_size)
-        if isinstance(self.augment, dict):
-            self.augment = AugmentConfig(
-                **_known_keys(self.augment, AugmentConfig.field_names(), "DataConfig.augment")
-            )
+        if isinstance(self.augment, Mapping):
+            self.augment = from_dict(AugmentConfig, self.augment, "augment")
         elif not isinstance(self.augment, AugmentConfig):
             raise TypeError(
                 f"DataConfig.augment must be an AugmentConfig or a dict, got {type(self.augment).__name__}"
@@ -102,32 +104,6 @@ class DataConfig:
                 f"val_boxes.json), or data.{split}_boxes=gt to evaluate with ground-truth boxes on purpose "
                 f"(the report then says so: such numbers are not comparable with published ones)")
         return boxes
-
-    def to_dict(self) -> dict:
-        """Plain lists/dicts/scalars (tuples become lists), ready for YAML or JSON."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, AugmentConfig):
-                value = dataclasses.asdict(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DataConfig:
-        """Build from a mapping (e.g. the ``data:`` section of a YAML file); unknown keys are errors."""
-        if not isinstance(values, dict):
-            raise TypeError(f"DataConfig.from_dict expects a mapping, got {type(values).__name__}")
-        return cls(**_known_keys(values, tuple(f.name for f in dataclasses.fields(cls)), "DataConfig"))
-
-
-def _known_keys(values: dict, known: tuple[str, ...], owner: str) -> dict:
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"{owner}: unknown keys {unknown}; known keys are {list(known)}")
-    return dict(values)
 
 
 def _check_split(split: str) -> None:

@@ -19,12 +19,13 @@ Conventions (those of HRNet/DCPose/JMI, so that published checkpoints and decode
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from jmipose import joints
+from jmipose._configbase import ConfigSection
 from jmipose.joints import FLIP_INDEX as FLIP_INDEX  # re-exported: this module's public names
 from jmipose.joints import FLIP_PAIRS, IGNORED_JOINTS, LOWER_BODY_JOINTS, UPPER_BODY_JOINTS, flip_permutation
 from jmipose.joints import NUM_JOINTS as NUM_JOINTS
@@ -42,7 +43,7 @@ IMAGENET_STD.flags.writeable = False
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(ConfigSection):
     """Training augmentation of the official JMI configs (all frames of a window share one draw)."""
 
     flip_prob: float = 0.5
@@ -55,6 +56,8 @@ class AugmentConfig:
     rotation_factor: float = 45.0  # rotation = clip(N(0,1) * rotation_factor, -rotation_max, rotation_max)
     rotation_max: float = 90.0
     rotation_prob: float = 0.6
+
+    error_label = "AugmentConfig."
 
     def __post_init__(self) -> None:
         for name in ("flip_prob", "half_body_prob", "rotation_prob"):
@@ -71,10 +74,6 @@ class AugmentConfig:
             raise ValueError(
                 f"AugmentConfig.scale_min ({self.scale_min}) must be <= scale_max ({self.scale_max})"
             )
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True)

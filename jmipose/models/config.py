@@ -13,9 +13,11 @@ citations.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from jmipose._configbase import ConfigSection
 
 VARIANTS = ("jmi", "jm", "baseline")
 BACKBONES = ("w48", "w32", "tiny")
@@ -49,7 +51,7 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigSection):
     """The model section of a jmipose config.
 
     Fields (defaults: HRNet-W48, JMI, 5-frame window, frozen backbone; docs/FIDELITY.md says for each
@@ -153,26 +155,24 @@ class ModelConfig:
     residual_gate: bool = False
     use_kernels: bool = True
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """A config from a plain dict; unknown keys are an error that names them."""
-        if not isinstance(values, dict):
-            raise TypeError(f"model config must be a dict or ModelConfig, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = _upgrade(values)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"model config: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+    error_label = "model config: "
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types only (JSON/YAML friendly)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """A config from a plain dict (old keys upgraded, see ``_upgrade``); unknown keys are an error that
+        names them.  Absurd sizes are refused before the types are read, so that a checkpoint's
+        ``channels: 1e12`` is named as a size."""
+        if isinstance(values, Mapping):
+            values = _upgrade(values)
+            _check_sizes(values)
+        return super().from_dict(values)
 
     def resolved(self) -> ModelConfig:
-        """A copy with every None field set to its variant default, validated."""
-        if self.variant not in VARIANTS:
+        """A copy with every None field set to its variant default (validated, as every ModelConfig)."""
+        if self.variant not in VARIANTS:  # a field set after construction
             raise ValueError(f"model config: variant must be one of {VARIANTS}, got {self.variant!r}")
         values = self.to_dict()
         for name, default in VARIANT_DEFAULTS[self.variant].items():
@@ -180,9 +180,7 @@ class ModelConfig:
                 values[name] = list(default) if isinstance(default, list) else default
         values["stages"] = [int(s) for s in values["stages"]]
         values["heatmap_offsets"] = [int(o) for o in values["heatmap_offsets"]]
-        config = ModelConfig(**values)
-        config.validate()
-        return config
+        return ModelConfig(**values)
 
     @property
     def is_resolved(self) -> bool:
@@ -194,16 +192,19 @@ class ModelConfig:
         return self.variant != "baseline"
 
     def validate(self) -> None:
-        """Raises ValueError naming the field, what was expected and what came."""
+        """Raises ValueError naming the field, what was expected and what came (``__post_init__`` calls
+        it, so every ModelConfig is valid); the fields left to the variant defaults are checked with
+        those defaults filled in."""
         def fail(name: str, expected: str) -> None:
             raise ValueError(f"model config: {name} must be {expected}, got {getattr(self, name)!r}")
 
+        if self.variant not in VARIANTS:
+            fail("variant", f"one of {VARIANTS}")
+        if not self.is_resolved:
+            self.resolved()  # a resolved copy validates itself, every check included
         if self.backbone not in BACKBONES:
             fail("backbone", f"one of {BACKBONES}")
-        for name, top in SIZE_LIMITS.items():
-            value = getattr(self, name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > top:
-                fail(name, f"at most {top} (a sane size)")
+        _check_sizes(vars(self))
         if not isinstance(self.num_joints, int) or self.num_joints < 1:
             fail("num_joints", "a positive int")
         if not isinstance(self.num_frames, int) or self.num_frames < 1:
@@ -254,7 +255,15 @@ class ModelConfig:
             fail("offset_groups", "a positive int")
 
 
-def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
+def _check_sizes(values: Mapping[str, Any]) -> None:
+    """Refuses a size above ``SIZE_LIMITS`` (a ValueError naming the field), whatever its type."""
+    for name, top in SIZE_LIMITS.items():
+        value = values.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > top:
+            raise ValueError(f"model config: {name} must be at most {top} (a sane size), got {value!r}")
+
+
+def _upgrade(values: Mapping[str, Any]) -> Mapping[str, Any]:
     """Configs written before ``aux_estimator`` existed name the estimator ``mi_proxy`` (its two
     values, ``exp_neg_kl`` and ``neg_kl``, are estimators of the same name)."""
     if "mi_proxy" not in values:
