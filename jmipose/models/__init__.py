@@ -23,8 +23,8 @@ from jmipose.models.losses import AUX_LOSS_WEIGHT, PoseLoss, joint_mse_loss, pos
 from jmipose.models.summary import describe
 
 __all__ = ["AUX_LOSS_WEIGHT", "JointMotionPose", "ModelConfig", "PoseHighResolutionNet", "PoseLoss",
-           "PoseOutput", "SingleFramePose", "build_hrnet", "build_model", "check_backbone_source", "describe", "hrnet_tiny",
-           "hrnet_w32", "hrnet_w48",
+           "PoseOutput", "SingleFramePose", "build_hrnet", "build_model", "check_backbone_source", "describe",
+           "hrnet_tiny", "hrnet_w32", "hrnet_w48",
            "joint_mse_loss", "load_hrnet_weights", "load_model", "pose_loss", "save_model"]
 
 
