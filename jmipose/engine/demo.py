@@ -224,16 +224,16 @@ def run_demo(out: str | os.PathLike = "demo_out", *, quick: bool = False, seed: 
     from jmipose.data.synthetic import hard_image_ids
     from jmipose.engine.demo_report import plot_stage_curves, write_prediction_video
     from jmipose.engine.evaluate import evaluate_model
+    from jmipose.fileio import check_output_dir
     from jmipose.models import build_model
 
     started = time.perf_counter()
     plan = plan or PLANS["quick" if quick else "default"]
-    from jmipose.fileio import check_output_dir
-
     out = check_output_dir(out, "out")   # a file, or a path under a file, fails before the work
     for stale in ("baseline", "jmpose", "paper_recipe", "ablation", "eval", "eval_detector_boxes"):
         if (out / stale).is_dir():  # a demo run always starts afresh
             shutil.rmtree(out / stale)
+
     def say(text: str) -> None:
         if progress:
             print(f"[jmipose demo] {text}", file=sys.stderr, flush=True)
