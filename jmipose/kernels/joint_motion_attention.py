@@ -45,6 +45,22 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _load_query_block(q_ptr, query_start, n_queries, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                      HEAD_DIM: tl.constexpr):
+    """The prologue of a program that owns a block of queries (the forward and the dQ pass): the
+    head-dim lanes and which of them are real (d is padded to BLOCK_D), the query rows, the tile's
+    offsets and mask, and the Q tile (zeros past the end)."""
+    rows = query_start + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    row_valid = rows < n_queries
+    dim_valid = dims < HEAD_DIM
+    q_offsets = rows[:, None] * HEAD_DIM + dims[None, :]
+    q_tile_mask = row_valid[:, None] & dim_valid[None, :]
+    q = tl.load(q_ptr + q_offsets, mask=q_tile_mask, other=0.0)
+    return dims, dim_valid, rows, row_valid, q_offsets, q_tile_mask, q
+
+
+@triton.jit
 def _load_key_block(k_ptr, v_ptr, key_mask_ptr, key_start, n_keys, dims, dim_valid,
                     HAS_KEY_MASK: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr):
     """K and V rows [key_start, key_start + BLOCK_N) (zeros past the end) and which of them are keys."""
@@ -68,13 +84,15 @@ def _load_lse_log2(lse_ptr, rows, row_valid):
 
 
 @triton.jit
-def _program_coordinates(num_blocks, heads, BLOCK: tl.constexpr):
-    """Axis 0 enumerates (batch * head, block) with the block fastest, so neighbouring programs share
-    one head's K/V in L2; it is the grid axis without the 65535 limit.  Axis 1 is the direction."""
+def _program_coordinates(num_blocks, heads, n_m, n_j, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """The prologue of every kernel.  Axis 0 enumerates (batch * head, block) with the block fastest,
+    so neighbouring programs share one head's K/V in L2; it is the grid axis without the 65535 limit.
+    Axis 1 is the direction.  Returns (batch * head, batch, first row of the block, direction, and the
+    int64 element offsets of this head's motion and joint [N, d] slabs)."""
     pid = tl.program_id(0).to(tl.int64)
     bh = pid // num_blocks
     block_start = (pid % num_blocks).to(tl.int32) * BLOCK
-    return bh, bh // heads, block_start, tl.program_id(1)
+    return bh, bh // heads, block_start, tl.program_id(1), bh * n_m * HEAD_DIM, bh * n_j * HEAD_DIM
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,13 +127,8 @@ def _forward_query_block(q_ptr, k_ptr, v_ptr, res_ptr, key_mask_ptr, out_ptr, ls
                          WHILE_LOOPS: tl.constexpr):
     """One block of queries of one direction (pointers at this head's slabs): online softmax over every
     key block, then the epilogue (normalise, add the residual, store out and lse)."""
-    rows = query_start + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
-    row_valid = rows < n_queries
-    dim_valid = dims < HEAD_DIM
-    q_offsets = rows[:, None] * HEAD_DIM + dims[None, :]
-    q_tile_mask = row_valid[:, None] & dim_valid[None, :]
-    q = tl.load(q_ptr + q_offsets, mask=q_tile_mask, other=0.0)
+    dims, dim_valid, rows, row_valid, q_offsets, q_tile_mask, q = _load_query_block(
+        q_ptr, query_start, n_queries, BLOCK_M, BLOCK_D, HEAD_DIM)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -151,9 +164,8 @@ def _joint_motion_attention_forward_kernel(
         HAS_RES_M: tl.constexpr, HAS_RES_J: tl.constexpr, HAS_MASK_M: tl.constexpr, HAS_MASK_J: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
         DOT_PRECISION: tl.constexpr, WHILE_LOOPS: tl.constexpr):
-    bh, batch, query_start, direction = _program_coordinates(num_query_blocks, heads, BLOCK_M)
-    m_slab = bh * n_m * HEAD_DIM
-    j_slab = bh * n_j * HEAD_DIM
+    bh, batch, query_start, direction, m_slab, j_slab = _program_coordinates(
+        num_query_blocks, heads, n_m, n_j, BLOCK_M, HEAD_DIM)
     if direction == 0:  # motion queries, joint keys
         if query_start < n_m:
             _forward_query_block(q_m_ptr + m_slab, k_j_ptr + j_slab, v_j_ptr + j_slab, res_m_ptr + m_slab,
@@ -192,13 +204,8 @@ def _backward_dq_query_block(q_ptr, k_ptr, v_ptr, out_ptr, res_ptr, grad_out_ptr
                              HAS_RESIDUAL: tl.constexpr, HAS_KEY_MASK: tl.constexpr, BLOCK_M: tl.constexpr,
                              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
                              DOT_PRECISION: tl.constexpr, WHILE_LOOPS: tl.constexpr):
-    rows = query_start + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
-    row_valid = rows < n_queries
-    dim_valid = dims < HEAD_DIM
-    q_offsets = rows[:, None] * HEAD_DIM + dims[None, :]
-    q_tile_mask = row_valid[:, None] & dim_valid[None, :]
-    q = tl.load(q_ptr + q_offsets, mask=q_tile_mask, other=0.0)
+    dims, dim_valid, rows, row_valid, q_offsets, q_tile_mask, q = _load_query_block(
+        q_ptr, query_start, n_queries, BLOCK_M, BLOCK_D, HEAD_DIM)
     grad_out = tl.load(grad_out_ptr + q_offsets, mask=q_tile_mask, other=0.0)
 
     # D = rowsum(dO * attention output), with the attention output = out - res; saved for the dK/dV pass.
@@ -235,9 +242,8 @@ def _joint_motion_attention_backward_dq_kernel(
         HAS_RES_M: tl.constexpr, HAS_RES_J: tl.constexpr, HAS_MASK_M: tl.constexpr, HAS_MASK_J: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
         DOT_PRECISION: tl.constexpr, WHILE_LOOPS: tl.constexpr):
-    bh, batch, query_start, direction = _program_coordinates(num_query_blocks, heads, BLOCK_M)
-    m_slab = bh * n_m * HEAD_DIM
-    j_slab = bh * n_j * HEAD_DIM
+    bh, batch, query_start, direction, m_slab, j_slab = _program_coordinates(
+        num_query_blocks, heads, n_m, n_j, BLOCK_M, HEAD_DIM)
     if direction == 0:
         if query_start < n_m:
             _backward_dq_query_block(q_m_ptr + m_slab, k_j_ptr + j_slab, v_j_ptr + j_slab, out_m_ptr + m_slab,
@@ -327,9 +333,8 @@ def _joint_motion_attention_backward_dkdv_kernel(
         HAS_MASK_M: tl.constexpr, HAS_MASK_J: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
         DOT_PRECISION: tl.constexpr, WHILE_LOOPS: tl.constexpr):
-    bh, batch, key_start, direction = _program_coordinates(num_key_blocks, heads, BLOCK_N)
-    m_slab = bh * n_m * HEAD_DIM
-    j_slab = bh * n_j * HEAD_DIM
+    bh, batch, key_start, direction, m_slab, j_slab = _program_coordinates(
+        num_key_blocks, heads, n_m, n_j, BLOCK_N, HEAD_DIM)
     if direction == 0:  # joint keys, attended by motion queries
         if key_start < n_j:
             _backward_dkdv_key_block(q_m_ptr + m_slab, k_j_ptr + j_slab, v_j_ptr + j_slab,

@@ -114,6 +114,23 @@ def _gather_corners(image_ptr, channel_offset, channel_in, i_tl, i_tr, i_bl, i_b
 
 
 @triton.jit
+def _group_sizes(in_channels, height, width, out_channels, groups, offset_groups):
+    """Channels per conv group, outputs per conv group, channels per offset group, and the input plane."""
+    return in_channels // groups, out_channels // groups, in_channels // offset_groups, height * width
+
+
+@triton.jit
+def _pixel_tile(pixel_block, n_pixels, out_w, stride_h, stride_w, pad_h, pad_w, BLOCK_P: tl.constexpr):
+    """Pixel tile pixel_block: its output pixels, which of them exist, and where their sampling grid
+    starts in the input (y, x before the tap and offset shifts) as float32."""
+    pixels = (pixel_block * BLOCK_P).to(tl.int32) + tl.arange(0, BLOCK_P)
+    pixel_in = pixels < n_pixels
+    base_y = ((pixels // out_w) * stride_h - pad_h).to(tl.float32)
+    base_x = ((pixels % out_w) * stride_w - pad_w).to(tl.float32)
+    return pixels, pixel_in, base_y, base_x
+
+
+@triton.jit
 def _joint_region_gather_forward_kernel(
         x_ptr, offset_ptr, mask_ptr, weight_ptr, bias_ptr, out_ptr,
         in_channels, height, width, out_channels, out_w, n_pixels, stride_h, stride_w, pad_h, pad_w,
@@ -126,18 +143,14 @@ def _joint_region_gather_forward_kernel(
     image_group = pid // (n_out_blocks * n_pixel_blocks)
     b = image_group // groups
     conv_group = (image_group % groups).to(tl.int32)
-    channels_per_group = in_channels // groups
-    outs_per_group = out_channels // groups
-    channels_per_offset_group = in_channels // offset_groups
-    plane = height * width
+    channels_per_group, outs_per_group, channels_per_offset_group, plane = _group_sizes(
+        in_channels, height, width, out_channels, groups, offset_groups)
     x_image_ptr = x_ptr + b * in_channels * plane
     offset_image_ptr = offset_ptr + b * (2 * offset_groups * taps) * n_pixels
     mask_image_ptr = mask_ptr + b * (offset_groups * taps) * n_pixels
 
-    pixels = (pixel_block * BLOCK_P).to(tl.int32) + tl.arange(0, BLOCK_P)
-    pixel_in = pixels < n_pixels
-    base_y = ((pixels // out_w) * stride_h - pad_h).to(tl.float32)
-    base_x = ((pixels % out_w) * stride_w - pad_w).to(tl.float32)
+    pixels, pixel_in, base_y, base_x = _pixel_tile(pixel_block, n_pixels, out_w, stride_h, stride_w, pad_h, pad_w,
+                                                   BLOCK_P)
     out_local = (out_block * BLOCK_O).to(tl.int32) + tl.arange(0, BLOCK_O)
     out_in = out_local < outs_per_group
     out_channel = conv_group * outs_per_group + out_local
@@ -241,10 +254,8 @@ def _joint_region_gather_backward_data_kernel(
     image_group = pid // n_pixel_blocks
     b = image_group // offset_groups
     g = (image_group % offset_groups).to(tl.int32)
-    channels_per_group = in_channels // groups
-    outs_per_group = out_channels // groups
-    channels_per_offset_group = in_channels // offset_groups
-    plane = height * width
+    channels_per_group, outs_per_group, channels_per_offset_group, plane = _group_sizes(
+        in_channels, height, width, out_channels, groups, offset_groups)
     x_image_ptr = x_ptr + b * in_channels * plane
     grad_x_image_ptr = grad_x_ptr + b * in_channels * plane
     grad_out_image_ptr = grad_out_ptr + b * out_channels * n_pixels
@@ -253,10 +264,8 @@ def _joint_region_gather_backward_data_kernel(
     mask_image_ptr = mask_ptr + b * (offset_groups * taps) * n_pixels
     grad_mask_image_ptr = grad_mask_ptr + b * (offset_groups * taps) * n_pixels
 
-    pixels = (pixel_block * BLOCK_P).to(tl.int32) + tl.arange(0, BLOCK_P)
-    pixel_in = pixels < n_pixels
-    base_y = ((pixels // out_w) * stride_h - pad_h).to(tl.float32)
-    base_x = ((pixels % out_w) * stride_w - pad_w).to(tl.float32)
+    pixels, pixel_in, base_y, base_x = _pixel_tile(pixel_block, n_pixels, out_w, stride_h, stride_w, pad_h, pad_w,
+                                                   BLOCK_P)
     offset_group_begin = g * channels_per_offset_group
     offset_group_end = offset_group_begin + channels_per_offset_group
     for k in range(taps):
@@ -328,10 +337,8 @@ def _joint_region_gather_backward_weight_kernel(
     rest = rest // offset_groups
     conv_group = (rest % groups).to(tl.int32)
     split = rest // groups
-    channels_per_group = in_channels // groups
-    outs_per_group = out_channels // groups
-    channels_per_offset_group = in_channels // offset_groups
-    plane = height * width
+    channels_per_group, outs_per_group, channels_per_offset_group, plane = _group_sizes(
+        in_channels, height, width, out_channels, groups, offset_groups)
 
     # This program's channels: one block of the (possibly empty) overlap of conv group and offset group.
     segment_begin = tl.maximum(conv_group * channels_per_group, g * channels_per_offset_group)
