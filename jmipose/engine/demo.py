@@ -59,10 +59,10 @@ class DemoPlan:
     81.1 -> 82.7 AP Total (hard frames 68.5 -> 73.2), seed 2 72.1 -> 73.8 (58.4 -> 63.1).
 
     Our recipe's head trains without the information objective (``use_aux: False``).  Measured on seed
-    0 with one thread, same baseline (75.2 AP Total, hard frames 51.7): without it 87.7 (85.8); with
-    the authors' estimator at their weight 2, 75.8 (57.2); our earlier ``exp_neg_kl`` estimator at
+    0 with one thread, same baseline (75.8 AP Total, hard frames 52.0): without it 87.9 (85.6); with
+    the authors' estimator at their weight 2, 78.8 (63.0); our earlier ``exp_neg_kl`` estimator at
     weight 2 had cost 5-6 AP Total on seeds 0 and 2.  In this head (pixel attention, heatmap residual)
-    the authors' objective's gradient is 36x the heatmap loss's at the first step (the trainer's log)
+    the authors' objective's gradient is 44x the heatmap loss's at the first step (the trainer's log)
     and steers the head away from the heatmaps; skipping it also saves its computation.
     ``--paper-recipe`` trains the paper's head with the objective; ``--ablation`` measures what the
     objective does there.
