@@ -20,8 +20,8 @@ stage-1 backbone, data, epochs and seed:
   paper recipe: full, no objective, no interaction, no CJL; the single-frame baseline is the last row.
 
 ``--quick`` is a smoke version of about a minute (used by the tests); the default plan takes about
-5 minutes on 2 cores (one torch thread per core by default, see ``--threads``; 447 CPU seconds on
-one thread for seed 0); ``--paper-recipe`` adds one stage-2 training (about 8 minutes of one core)
+4 minutes on an idle 2-core machine (one torch thread per core by default, see ``--threads``;
+seed 0: 3 min 51 s, 420 CPU seconds); ``--paper-recipe`` adds one stage-2 training (about 8 minutes of one core)
 and ``--ablation`` three or four (about 20 more); the README gives the measured results.
 """
 
@@ -49,7 +49,7 @@ DETECTIONS = "annotations/val_human_detections.json"  # the synthetic detector's
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes and schedules of one demo run (the defaults take about 5 minutes on 2 cores).
+    """Sizes and schedules of one demo run (the defaults take about 4 minutes on an idle 2-core machine).
 
     Stage 2 trains as many epochs as stage 1: with half as many the head was undertrained (seed 0,
     hard frames: +8.1 AP Total after 6 epochs, +10.3 after 12, same targets).  Targets use DARK's
